@@ -109,7 +109,7 @@ type relayRoot struct {
 	bufSize  int
 	channels int
 
-	mu   sync.Mutex
+	mu    sync.Mutex
 	chans []*channel
 }
 
