@@ -88,6 +88,8 @@ type Endpoint struct {
 	wrWake   chan struct{}
 	wrDL     *deadline
 
+	recheck time.Duration // recheckInterval; tests may raise it
+
 	connected chan struct{} // server: closed once cli_live == 1 was seen
 	connOnce  sync.Once
 
@@ -334,6 +336,7 @@ func newEndpoint(server bool, peer DomID, ev EventChannel, ctrl Mapping, page []
 		wrDL:      newDeadline(),
 		rdTimer:   stoppedTimer(),
 		wrTimer:   stoppedTimer(),
+		recheck:   recheckInterval,
 		connected: make(chan struct{}),
 		done:      make(chan struct{}),
 		pumpDone:  make(chan struct{}),
@@ -522,7 +525,7 @@ func (e *Endpoint) wait(ctx context.Context, wakeup chan struct{}, t *time.Timer
 	if dl != nil {
 		dlc = dl.wait()
 	}
-	t.Reset(recheckInterval)
+	t.Reset(e.recheck)
 	defer t.Stop()
 	select {
 	case <-wakeup:
@@ -552,7 +555,7 @@ func (e *Endpoint) WaitConnected(ctx context.Context) error {
 		if gone {
 			return ErrPeerClosed
 		}
-		t.Reset(recheckInterval)
+		t.Reset(e.recheck)
 		select {
 		case <-e.connected:
 		case <-t.C:
