@@ -91,8 +91,8 @@ func TestServerPageOneRingPageEach(t *testing.T) {
 // TestServerOrderTable checks the orders and grant lists of spec §3's table.
 func TestServerOrderTable(t *testing.T) {
 	tests := []struct {
-		leftMin, rightMin int
-		left, right       uint16
+		leftMin, rightMin     int
+		left, right           uint16
 		leftPages, rightPages int
 	}{
 		{0, 0, 10, 11, 0, 0},
