@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // MaxTxAttempts bounds how often Transaction runs its function when the
@@ -143,12 +145,18 @@ func (t *Tx) SetPerms(ctx context.Context, path string, perms []Perm) error {
 // Transaction runs fn inside a transaction and commits it. If fn returns an
 // error the transaction is aborted and that error returned. If the commit
 // fails with EAGAIN (another change conflicted), fn runs again in a new
-// transaction, at most MaxTxAttempts times in all; fn must therefore redo
-// all its reads and must not have side effects outside the transaction that
-// cannot be repeated.
+// transaction, at most MaxTxAttempts times in all, after a short random
+// wait that grows with each attempt so that contending clients spread out.
+// fn must therefore redo all its reads and must not have side effects
+// outside the transaction that cannot be repeated.
 func (c *Client) Transaction(ctx context.Context, fn func(tx *Tx) error) error {
 	var err error
 	for attempt := 0; attempt < MaxTxAttempts; attempt++ {
+		if attempt > 0 {
+			if werr := backoff(ctx, attempt); werr != nil {
+				return werr
+			}
+		}
 		var tx *Tx
 		tx, err = c.Begin(ctx)
 		if err != nil {
@@ -166,4 +174,18 @@ func (c *Client) Transaction(ctx context.Context, fn func(tx *Tx) error) error {
 		}
 	}
 	return fmt.Errorf("xenstore transaction: gave up after %d attempts: %w", MaxTxAttempts, err)
+}
+
+// backoff waits a random time of up to 2^attempt milliseconds (at most
+// 64 ms) before another attempt.
+func backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 6)))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -224,7 +224,7 @@ func (c *conn) execLocked(r request) ([]byte, syscall.Errno) {
 			return nil, e
 		}
 		if t != nil {
-			t.changes = append(t.changes, o.changes...)
+			t.record(o.changes)
 		} else {
 			s.fireLocked(o.changes)
 		}
@@ -348,7 +348,7 @@ func (c *conn) execLocked(r request) ([]byte, syscall.Errno) {
 			return nil, syscall.EAGAIN
 		}
 		t.apply()
-		s.fireLocked(t.changes)
+		s.fireLocked(t.committedChanges())
 		return okPayload, 0
 	case xenstore.OpIsDomainIntroduced:
 		dom, ok := xenstore.ParseDomID(r.args[0])

@@ -455,3 +455,42 @@ func (t *tx) apply() {
 		}
 	}
 }
+
+// record keeps the changes of one request for the commit. As in xenstored,
+// a transaction fires at most one event per node however often it changed
+// the node.
+func (t *tx) record(changes []change) {
+	for _, ch := range changes {
+		dup := false
+		for i := range t.changes {
+			if t.changes[i].path == ch.path && t.changes[i].below == ch.below {
+				t.changes[i].perms, t.changes[i].parentPerms = ch.perms, ch.parentPerms
+				if t.changes[i].oldPerms == nil {
+					t.changes[i].oldPerms = ch.oldPerms
+				}
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			t.changes = append(t.changes, ch)
+		}
+	}
+}
+
+// committedChanges returns the changes to fire after apply: delivery of a
+// node that still exists is decided by its permissions as committed, the
+// way xenstored reads the node again when it fires a transaction's events.
+func (t *tx) committedChanges() []change {
+	out := make([]change, len(t.changes))
+	for i, ch := range t.changes {
+		if n := t.st.get(ch.path); n != nil && !ch.below {
+			ch.perms = n.perms
+			if p := t.st.get(parentOf(ch.path)); p != nil && ch.path != "/" {
+				ch.parentPerms = p.perms
+			}
+		}
+		out[i] = ch
+	}
+	return out
+}
