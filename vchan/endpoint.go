@@ -381,7 +381,7 @@ func (e *Endpoint) pump(ctx context.Context) {
 			return
 		}
 		e.eventsIn.Add(1)
-		e.checkPeer()
+		_, _ = e.checkPeer() // a broken peer is recorded in the state
 		wake(e.rdWake)
 		wake(e.wrWake)
 	}
@@ -467,25 +467,25 @@ func (e *Endpoint) setConnected() {
 
 // checkPeer loads the peer's live byte once and updates the state: 0 means
 // gone (sticky), 1 connected, 2 (no client yet) nothing, anything else is a
-// broken peer. It reports whether the peer is gone.
-func (e *Endpoint) checkPeer() bool {
+// broken peer (the error). It reports whether the peer is gone.
+func (e *Endpoint) checkPeer() (gone bool, err error) {
 	if e.state.Load()&stPeerGone != 0 {
-		return true
+		return true, nil
 	}
 	switch live := byteOf(e.flags.load(), e.peerLive); live {
 	case liveClosed:
 		e.state.Or(stPeerGone)
 		e.stop(ErrPeerClosed)
-		return true
+		return true, nil
 	case liveConnected:
 		if e.server {
 			e.setConnected()
 		}
 	case liveWaiting:
 	default:
-		e.broken("peer live byte", uint64(live))
+		return false, e.broken("peer live byte", uint64(live))
 	}
-	return false
+	return false, nil
 }
 
 // notify sends an event to the peer.
@@ -548,7 +548,10 @@ func (e *Endpoint) WaitConnected(ctx context.Context) error {
 		if err := e.opErr(); err != nil {
 			return err
 		}
-		gone := e.checkPeer()
+		gone, err := e.checkPeer()
+		if err != nil {
+			return err
+		}
 		if e.state.Load()&stConnected != 0 {
 			return nil
 		}
@@ -588,7 +591,10 @@ func (e *Endpoint) ReadContext(ctx context.Context, p []byte) (int, error) {
 		}
 		// Liveness before the index: data written before the peer closed
 		// is visible once its live byte reads 0.
-		gone := e.checkPeer()
+		gone, err := e.checkPeer()
+		if err != nil {
+			return 0, err
+		}
 		ready := atomic.LoadUint32(e.rdProd) - e.rdShadow
 		if ready > e.rd.size {
 			return 0, e.broken("read ring prod-cons", uint64(ready))
@@ -649,15 +655,17 @@ func (e *Endpoint) WriteBuffers(ctx context.Context, bufs ...[]byte) (int, error
 		if isClosed(e.wrDL.wait()) {
 			return written, os.ErrDeadlineExceeded
 		}
-		if e.checkPeer() {
+		if gone, err := e.checkPeer(); err != nil {
+			return written, err
+		} else if gone {
 			return written, ErrPeerClosed
 		}
 		used := e.wrShadow - atomic.LoadUint32(e.wrCons)
 		if used > e.wr.size {
 			return written, e.broken("write ring prod-cons", uint64(used))
 		}
-		if written == total {
-			return written, nil
+		if total == 0 {
+			return 0, nil
 		}
 		if space := e.wr.size - used; space > 0 {
 			n := uint32(0)
@@ -678,6 +686,9 @@ func (e *Endpoint) WriteBuffers(ctx context.Context, bufs ...[]byte) (int, error
 			e.sendIfRequested(notifyWrite)
 			e.bytesOut.Add(uint64(n))
 			written += int(n)
+			if written == total {
+				return written, nil
+			}
 			continue
 		}
 		e.request(notifyRead)
