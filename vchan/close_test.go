@@ -212,3 +212,23 @@ func TestNoGoroutineLeak(t *testing.T) {
 		t.Fatalf("%d goroutines before, %d after closing every endpoint", before, after)
 	}
 }
+
+// TestLoopback: server and client in the same domain (an in-process
+// loopback link).
+func TestLoopback(t *testing.T) {
+	h := heap.New()
+	d := h.Domain(srvDom)
+	srv, err := vchan.NewServer(d, srvDom, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := vchan.NewClient(d, srvDom, srv.RingRef(), srv.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if err := transfer(testCtx(t, 10*time.Second), cli, srv, 10000, []int{999}, []int{512}); err != nil {
+		t.Fatal(err)
+	}
+}
