@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"idcfs/vchan"
+	"idcfs/vchan/heap"
+)
+
+func TestParseVchanArgs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		ok   bool
+		want vchanOptions
+	}{
+		{"listen defaults", []string{"listen"}, true, vchanOptions{listen: true, linger: 2 * time.Second, chunkSize: 64 << 10}},
+		{"connect", []string{"connect", "--domid", "3", "--path", "/a/b"}, true,
+			vchanOptions{peer: 3, path: "/a/b", linger: 2 * time.Second, chunkSize: 64 << 10}},
+		{"ring sizes", []string{"listen", "--read-min", "65536", "--write-min", "4096", "--keep-open"}, true,
+			vchanOptions{listen: true, readMin: 65536, writeMin: 4096, keepOpen: true, linger: 2 * time.Second, chunkSize: 64 << 10}},
+		{"no mode", nil, false, vchanOptions{}},
+		{"bad mode", []string{"serve"}, false, vchanOptions{}},
+		{"reserved domid", []string{"connect", "--domid", "32752"}, false, vchanOptions{}},
+		{"ring too big", []string{"listen", "--read-min", "2097152"}, false, vchanOptions{}},
+		{"negative ring", []string{"listen", "--write-min", "-1"}, false, vchanOptions{}},
+		{"ring sizes on connect", []string{"connect", "--read-min", "4096"}, false, vchanOptions{}},
+		{"relative path", []string{"connect", "--path", "data/x"}, false, vchanOptions{}},
+		{"extra argument", []string{"listen", "x"}, false, vchanOptions{}},
+		{"zero chunk", []string{"listen", "--chunk", "0"}, false, vchanOptions{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseVchanArgs(tc.args, io.Discard)
+			if !tc.ok {
+				if exitCode(err) != ExitUsage {
+					t.Fatalf("got %v (exit %d), want a usage error", err, exitCode(err))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *o != tc.want {
+				t.Errorf("got %+v\nwant %+v", *o, tc.want)
+			}
+		})
+	}
+}
+
+func TestDefaultVchanPath(t *testing.T) {
+	if got := defaultVchanPath(true, 0, 5); got != "/local/domain/0/data/vchan/5/idcfs" {
+		t.Errorf("listen: %s", got)
+	}
+	if got := defaultVchanPath(false, 5, 0); got != "/local/domain/0/data/vchan/5/idcfs" {
+		t.Errorf("connect: %s", got)
+	}
+}
+
+func TestParseXenstoreU32(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint32
+		ok   bool
+	}{
+		{"8", 8, true},
+		{"4294967295", 4294967295, true},
+		{"0", 0, false},
+		{"", 0, false},
+		{"4294967296", 0, false},
+		{"+5", 0, false},
+		{"-5", 0, false},
+		{" 5", 0, false},
+		{"5x", 0, false},
+		{"00000000005", 0, false},
+	} {
+		got, err := parseXenstoreU32(tc.in)
+		if tc.ok != (err == nil) || got != tc.want {
+			t.Errorf("parseXenstoreU32(%q) = %d, %v", tc.in, got, err)
+		}
+		if err != nil && !errors.Is(err, vchan.ErrBadRef) {
+			t.Errorf("parseXenstoreU32(%q): error %v does not wrap ErrBadRef", tc.in, err)
+		}
+	}
+}
+
+func testLog(t *testing.T) *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	if testing.Verbose() {
+		l.SetOutput(tWriter{t})
+		l.SetLevel(logrus.DebugLevel)
+	}
+	return logrus.NewEntry(l)
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// syncBuffer is a bytes.Buffer safe for the copying goroutine and the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func newSyncBuffer() *syncBuffer { return &syncBuffer{} }
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
+
+// Both roles, each direction, over the in-process heap backend: the sender
+// ends at end of input, the receiver (--keep-open, empty input) when the
+// sender closed; every byte arrives.
+func TestVchanSessionCopies(t *testing.T) {
+	data := make([]byte, 3<<20+123)
+	for i := range data {
+		data[i] = byte(i*7 + i>>10)
+	}
+	for _, tc := range []struct {
+		name       string
+		listenSend bool
+		readMin    int
+	}{
+		{"listen sends, default rings", true, 0},
+		{"connect sends, default rings", false, 0},
+		{"listen sends, 64KiB rings", true, 64 << 10},
+		{"connect sends, 64KiB rings", false, 64 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := heap.New()
+			st := heap.NewStore()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			const path = "/local/domain/1/data/vchan/2/idcfs"
+			lo := &vchanOptions{listen: true, peer: 2, path: path, readMin: tc.readMin, writeMin: tc.readMin, linger: 50 * time.Millisecond, chunkSize: 4096}
+			co := &vchanOptions{peer: 1, path: path, linger: 50 * time.Millisecond, chunkSize: 65536}
+			lin, cin := io.Reader(bytes.NewReader(nil)), io.Reader(bytes.NewReader(nil))
+			if tc.listenSend {
+				lin, co.keepOpen = bytes.NewReader(data), true
+			} else {
+				cin, lo.keepOpen = bytes.NewReader(data), true
+			}
+			lout, cout := newSyncBuffer(), newSyncBuffer()
+			errc := make(chan error, 2)
+			go func() { errc <- vchanSession(ctx, lo, h.Domain(1), st, lin, lout, testLog(t).WithField("side", "listen")) }()
+			go func() { errc <- vchanSession(ctx, co, h.Domain(2), st, cin, cout, testLog(t).WithField("side", "connect")) }()
+			for range 2 {
+				if err := <-errc; err != nil {
+					t.Errorf("session: %v", err)
+				}
+			}
+			got, other := cout.Bytes(), lout.Bytes()
+			if !tc.listenSend {
+				got, other = other, got
+			}
+			if sha256.Sum256(got) != sha256.Sum256(data) {
+				t.Errorf("received %d bytes, sent %d; contents differ", len(got), len(data))
+			}
+			if len(other) != 0 {
+				t.Errorf("%d bytes came back the other way", len(other))
+			}
+			if st.Len() != 0 {
+				t.Errorf("%d paths left in the store after close", st.Len())
+			}
+		})
+	}
+}
+
+// A client with nothing to connect to waits until its timeout.
+func TestVchanConnectTimeout(t *testing.T) {
+	h := heap.New()
+	o := &vchanOptions{peer: 1, path: "/nowhere", timeout: 300 * time.Millisecond, linger: time.Second, chunkSize: 4096}
+	start := time.Now()
+	_, err := vchanEndpoint(context.Background(), o, h.Domain(2), heap.NewStore(), testLog(t))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want a deadline error", err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 10*time.Second {
+		t.Errorf("gave up after %v", d)
+	}
+}
