@@ -164,8 +164,12 @@ func TestVchanSessionCopies(t *testing.T) {
 			}
 			lout, cout := newSyncBuffer(), newSyncBuffer()
 			errc := make(chan error, 2)
-			go func() { errc <- vchanSession(ctx, lo, h.Domain(1), st, lin, lout, testLog(t).WithField("side", "listen")) }()
-			go func() { errc <- vchanSession(ctx, co, h.Domain(2), st, cin, cout, testLog(t).WithField("side", "connect")) }()
+			go func() {
+				errc <- vchanSession(ctx, lo, h.Domain(1), st, lin, lout, testLog(t).WithField("side", "listen"))
+			}()
+			go func() {
+				errc <- vchanSession(ctx, co, h.Domain(2), st, cin, cout, testLog(t).WithField("side", "connect"))
+			}()
 			for range 2 {
 				if err := <-errc; err != nil {
 					t.Errorf("session: %v", err)
