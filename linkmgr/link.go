@@ -1,0 +1,966 @@
+package linkmgr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"idcfs/proto"
+	"idcfs/vchan"
+)
+
+// Link roles (LinkInfo.Role).
+const (
+	roleServer       = "server"
+	roleClient       = "client"
+	roleLoopServer   = "loopback-server"
+	roleLoopClient   = "loopback-client"
+	readBufSize      = 8 << 10 // link reader's buffer: headers and small frames
+	disconnectBudget = 200 * time.Millisecond
+)
+
+type linkState uint8
+
+const (
+	lsSetup linkState = iota
+	lsUp
+	lsDown
+)
+
+var linkStateNames = [...]string{lsSetup: "setup", lsUp: "up", lsDown: "down"}
+
+// errLinkLost is what a connect in flight sees when its link goes down
+// before the reply; Dial then tries a fresh link.
+var errLinkLost = errors.New("link lost")
+
+// link is the multiplexer over one ring pair with one peer domain. It runs
+// three goroutines once started: reader (demultiplexes frames), writer (the
+// only one that writes to the ring: control frames first, then one data
+// frame per turn, connections served round robin) and watchdog (idle
+// teardown and ring death). All three are owned by the link and stopped by
+// fail.
+type link struct {
+	m      *Manager
+	peer   vchan.DomID
+	role   string
+	server bool // ring server: allocates odd connection ids
+	log    *logrus.Entry
+
+	ready    chan struct{} // closed when the link is up or setup failed
+	setupErr error         // valid once ready is closed
+	dead     chan struct{} // closed by fail
+	deadErr  error         // valid once dead is closed
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	ep      *vchan.Endpoint // set by start
+	peerGen string          // the peer daemon's generation when set up
+	notify  chan struct{}   // client: the server published a ring (1-buffered)
+	pendSem chan struct{}   // bounds outgoing connects in flight
+
+	mu           sync.Mutex
+	state        linkState
+	conns        map[uint32]*Conn
+	nextWID      uint32
+	ctrl         []byte  // encoded control frames waiting for the writer
+	creditq      []*Conn // connections with a CREDIT to send
+	dataq        []*Conn // connections with data and credit, round robin
+	wwake        chan struct{}
+	peerMaxFrame uint32
+	idle         *time.Timer
+
+	hmu     sync.Mutex // guards hctx/hcancel
+	hctx    context.Context
+	hcancel context.CancelFunc
+
+	framesIn, framesOut, bytesIn, bytesOut atomic.Uint64
+}
+
+func newLink(m *Manager, peer vchan.DomID, role string) *link {
+	ctx, cancel := context.WithCancel(m.ctx)
+	l := &link{
+		m:       m,
+		peer:    peer,
+		role:    role,
+		server:  role == roleServer || role == roleLoopServer,
+		log:     m.log.WithFields(logrus.Fields{"peer": peer, "role": role}),
+		ready:   make(chan struct{}),
+		dead:    make(chan struct{}),
+		ctx:     ctx,
+		cancel:  cancel,
+		notify:  make(chan struct{}, 1),
+		pendSem: make(chan struct{}, m.cfg.MaxPending),
+		conns:   make(map[uint32]*Conn),
+		wwake:   make(chan struct{}, 1),
+	}
+	if l.server {
+		l.nextWID = 1
+	} else {
+		l.nextWID = 2
+	}
+	l.hctx, l.hcancel = context.WithCancel(ctx)
+	return l
+}
+
+// start runs the link over ep: it sends HELLO and starts the goroutines.
+// The link owns ep from now on.
+func (l *link) start(ep *vchan.Endpoint) {
+	l.mu.Lock()
+	l.ep = ep
+	l.ctrl = proto.Hello{
+		Version:  proto.Version,
+		Dom:      uint16(l.m.cfg.Self),
+		MaxFrame: uint32(l.m.cfg.MaxFrame),
+	}.AppendFrame(l.ctrl, 0)
+	l.idle = time.NewTimer(l.m.cfg.IdleTimeout)
+	l.mu.Unlock()
+	l.wg.Add(3)
+	go l.reader()
+	go l.writer()
+	go l.watchdog()
+}
+
+// setupDone records the outcome of the setup and wakes waiters.
+func (l *link) setupDone(err error) {
+	l.mu.Lock()
+	if isDone(l.ready) {
+		l.mu.Unlock()
+		return
+	}
+	l.setupErr = err
+	if err == nil && l.state == lsSetup {
+		l.state = lsUp
+	}
+	close(l.ready)
+	l.mu.Unlock()
+	if err == nil {
+		st := l.ep.Stats()
+		l.log.WithFields(logrus.Fields{"read_ring": st.ReadRing, "write_ring": st.WriteRing}).Info("link up")
+	}
+}
+
+func (l *link) isUp() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state == lsUp
+}
+
+// fail tears the link down: every connection on it is reset, the ring is
+// closed, the goroutines are stopped. A DISCONNECT_ind on conn 0 is sent
+// first, best effort, if reason is not ReasonNormal. It is safe to call
+// from the link's own goroutines and more than once.
+func (l *link) fail(cause error, reason proto.Reason, tell bool) {
+	l.mu.Lock()
+	if l.state == lsDown {
+		l.mu.Unlock()
+		return
+	}
+	wasUp := l.state == lsUp
+	l.state = lsDown
+	conns := make([]*Conn, 0, len(l.conns))
+	for _, c := range l.conns {
+		conns = append(conns, c)
+	}
+	ep := l.ep
+	l.mu.Unlock()
+
+	l.m.unlinkPeer(l)
+	if tell && ep != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), disconnectBudget)
+		var b [proto.HeaderLen + 4]byte
+		_, _ = ep.WriteBuffers(ctx, proto.Disconnect{Reason: reason}.AppendFrame(b[:0], 0))
+		cancel()
+	}
+	l.cancel()
+	if ep != nil {
+		_ = ep.Close() // the ring is gone either way
+	}
+	err := fmt.Errorf("%w: link to dom %d lost: %v", ErrReset, l.peer, cause)
+	l.deadErr = err
+	close(l.dead)
+	for _, c := range conns {
+		c.resetBy(err)
+	}
+	l.setupDone(fmt.Errorf("%w: %v", errLinkLost, cause))
+	entry := l.log.WithError(cause).WithFields(logrus.Fields{"conns": len(conns), "reason": reason.String()})
+	switch {
+	case !wasUp:
+		entry.Debug("link setup abandoned")
+	case reason == proto.ReasonIdle || reason == proto.ReasonShutdown && !tell:
+		entry.Info("link down")
+	default:
+		entry.Warn("link torn down")
+	}
+}
+
+// wait stops the link's goroutines' owner: it returns once they exited.
+func (l *link) wait() { l.wg.Wait() }
+
+// interruptHandoff makes the reader stop a direct read into a waiting
+// Read's buffer (the Read was cancelled).
+func (l *link) interruptHandoff() {
+	l.hmu.Lock()
+	l.hcancel()
+	l.hmu.Unlock()
+}
+
+func (l *link) handoffCtx() context.Context {
+	l.hmu.Lock()
+	defer l.hmu.Unlock()
+	if l.hctx.Err() != nil && l.ctx.Err() == nil {
+		l.hctx, l.hcancel = context.WithCancel(l.ctx)
+	}
+	return l.hctx
+}
+
+// ---- writer side ----
+
+func (l *link) wakeWriter() { signal(l.wwake) }
+
+// queueCtrlLocked appends an encoded control frame.
+func (l *link) queueCtrl(f func(b []byte) []byte) {
+	l.mu.Lock()
+	if l.state != lsDown {
+		l.ctrl = f(l.ctrl)
+	}
+	l.mu.Unlock()
+	l.wakeWriter()
+}
+
+func (l *link) sendShutdown(c *Conn, how proto.ShutdownHow) {
+	l.queueCtrl(func(b []byte) []byte { return proto.Shutdown{How: how}.AppendFrame(b, c.wid) })
+}
+
+func (l *link) sendDisconnect(wid uint32, r proto.Reason) {
+	l.queueCtrl(func(b []byte) []byte { return proto.Disconnect{Reason: r}.AppendFrame(b, wid) })
+}
+
+func (l *link) queueCredit(c *Conn) {
+	l.mu.Lock()
+	if !c.creditQueued && l.state != lsDown {
+		c.creditQueued = true
+		l.creditq = append(l.creditq, c)
+	}
+	l.mu.Unlock()
+	l.wakeWriter()
+}
+
+// creditLocked is how many bytes c may send now.
+func (c *Conn) creditLocked() int64 {
+	return int64(c.peerAlloc) - int64(c.txCnt-c.peerFwd)
+}
+
+// scheduleLocked puts c in the data queue if it has data and credit.
+func (l *link) scheduleLocked(c *Conn) {
+	if c.queued || c.wbusy || c.wfail != nil || c.woff >= len(c.wpend) || c.creditLocked() <= 0 {
+		return
+	}
+	c.queued = true
+	l.dataq = append(l.dataq, c)
+	signal(l.wwake)
+}
+
+func (l *link) unqueueLocked(c *Conn) {
+	if !c.queued {
+		return
+	}
+	c.queued = false
+	for i, x := range l.dataq {
+		if x == c {
+			l.dataq = append(l.dataq[:i], l.dataq[i+1:]...)
+			break
+		}
+	}
+}
+
+func (l *link) writer() {
+	defer l.wg.Done()
+	var (
+		buf []byte
+		hdr [proto.HeaderLen]byte
+	)
+	for {
+		l.mu.Lock()
+		for len(l.ctrl) == 0 && len(l.creditq) == 0 && len(l.dataq) == 0 {
+			l.mu.Unlock()
+			select {
+			case <-l.wwake:
+			case <-l.ctx.Done():
+				return
+			}
+			l.mu.Lock()
+		}
+		if l.state == lsDown {
+			l.mu.Unlock()
+			return
+		}
+		buf = append(buf[:0], l.ctrl...)
+		l.ctrl = l.ctrl[:0]
+		frames := 0
+		for _, c := range l.creditq {
+			c.creditQueued = false
+			c.mu.Lock()
+			cr := proto.Credit{BufAlloc: c.window, FwdCnt: c.fwdCnt}
+			c.sentFwd = c.fwdCnt
+			live := c.resetErr == nil && !c.closed
+			c.mu.Unlock()
+			if live {
+				buf = cr.AppendFrame(buf, c.wid)
+				frames++
+			}
+		}
+		clear(l.creditq)
+		l.creditq = l.creditq[:0]
+		var (
+			c       *Conn
+			payload []byte
+		)
+		if len(l.dataq) > 0 {
+			c = l.dataq[0]
+			copy(l.dataq, l.dataq[1:])
+			l.dataq[len(l.dataq)-1] = nil
+			l.dataq = l.dataq[:len(l.dataq)-1]
+			c.queued = false
+			n := min(int64(len(c.wpend)-c.woff), c.creditLocked(), int64(l.peerMaxFrame))
+			if n > 0 {
+				payload = c.wpend[c.woff : c.woff+int(n)]
+				c.wbusy = true
+				proto.PutHeader(hdr[:], proto.Header{Type: proto.TypeData, Conn: c.wid, Length: uint32(n)})
+			} else {
+				c = nil
+			}
+		}
+		l.mu.Unlock()
+
+		var err error
+		if payload != nil {
+			_, err = l.ep.WriteBuffers(l.ctx, buf, hdr[:], payload)
+			frames++
+		} else if len(buf) > 0 {
+			_, err = l.ep.WriteBuffers(l.ctx, buf)
+		}
+		l.framesOut.Add(uint64(frames))
+		if c != nil {
+			l.mu.Lock()
+			c.wbusy = false
+			if err == nil {
+				c.woff += len(payload)
+				c.txCnt += uint64(len(payload))
+				l.bytesOut.Add(uint64(len(payload)))
+				c.bytesOut.Add(uint64(len(payload)))
+				l.scheduleLocked(c)
+			}
+			l.mu.Unlock()
+			signal(c.wsig)
+		}
+		if err != nil {
+			l.fail(fmt.Errorf("ring write: %w", err), proto.ReasonNormal, false)
+			return
+		}
+	}
+}
+
+// ---- reader side ----
+
+// protoError is a link-fatal protocol violation by the peer.
+type protoError struct{ msg string }
+
+func (e *protoError) Error() string { return e.msg }
+func (e *protoError) Unwrap() error { return ErrProtocol }
+
+func protoErrf(format string, args ...any) error {
+	return &protoError{msg: fmt.Sprintf(format, args...)}
+}
+
+type frameReader struct {
+	l    *link
+	buf  []byte
+	r, w int
+}
+
+// fill makes at least n bytes available in buf[r:w].
+func (fr *frameReader) fill(n int) error {
+	if fr.w-fr.r >= n {
+		return nil
+	}
+	if fr.r > 0 {
+		copy(fr.buf, fr.buf[fr.r:fr.w])
+		fr.w -= fr.r
+		fr.r = 0
+	}
+	for fr.w < n {
+		m, err := fr.l.ep.ReadContext(fr.l.ctx, fr.buf[fr.w:])
+		fr.w += m
+		if err != nil && fr.w < n {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *link) reader() {
+	defer l.wg.Done()
+	fr := &frameReader{l: l, buf: make([]byte, readBufSize)}
+	err := l.readLoop(fr)
+	var pe *protoError
+	switch {
+	case l.ctx.Err() != nil:
+		// torn down by someone else
+	case errors.As(err, &pe):
+		l.fail(err, proto.ReasonProtocol, true)
+	case errors.Is(err, errPeerDropped):
+		l.fail(err, proto.ReasonNormal, false)
+	case errors.Is(err, io.EOF):
+		l.fail(fmt.Errorf("peer closed the ring"), proto.ReasonNormal, false)
+	default:
+		l.fail(fmt.Errorf("ring read: %w", err), proto.ReasonNormal, false)
+	}
+}
+
+var errPeerDropped = errors.New("peer dropped the link")
+
+func (l *link) readLoop(fr *frameReader) error {
+	maxIn := uint32(l.m.cfg.MaxFrame)
+	gotHello := false
+	for {
+		if err := fr.fill(proto.HeaderLen); err != nil {
+			return err
+		}
+		h, err := proto.ParseHeader(fr.buf[fr.r:fr.w], maxIn)
+		if err != nil {
+			return protoErrf("bad frame header: %v", err)
+		}
+		fr.r += proto.HeaderLen
+		l.framesIn.Add(1)
+		if !gotHello && h.Type != proto.TypeHello {
+			return protoErrf("%s before HELLO", h.Type)
+		}
+		if h.Type == proto.TypeData {
+			if err := l.onData(fr, h); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := fr.fill(int(h.Length)); err != nil {
+			return err
+		}
+		body := fr.buf[fr.r : fr.r+int(h.Length)]
+		fr.r += int(h.Length)
+		switch h.Type {
+		case proto.TypeHello:
+			if gotHello {
+				return protoErrf("second HELLO")
+			}
+			gotHello = true
+			if err := l.onHello(body); err != nil {
+				return err
+			}
+		case proto.TypeConnectReq:
+			err = l.onConnectReq(h, body)
+		case proto.TypeConnectRsp:
+			err = l.onConnectRsp(h, body)
+		case proto.TypeCredit:
+			err = l.onCredit(h, body)
+		case proto.TypeShutdown:
+			err = l.onShutdown(h, body)
+		case proto.TypeDisconnect:
+			err = l.onDisconnect(h, body)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (l *link) onHello(body []byte) error {
+	hello, err := proto.ParseHello(body)
+	if err != nil {
+		return protoErrf("bad HELLO: %v", err)
+	}
+	if vchan.DomID(hello.Dom) != l.peer {
+		return protoErrf("HELLO from dom %d on the link to dom %d", hello.Dom, l.peer)
+	}
+	l.mu.Lock()
+	l.peerMaxFrame = hello.MaxFrame
+	l.mu.Unlock()
+	l.setupDone(nil)
+	return nil
+}
+
+// peerParity reports whether wid is an id the peer allocates.
+func (l *link) peerParity(wid uint32) bool {
+	odd := wid&1 == 1
+	return odd != l.server
+}
+
+func (l *link) lookup(wid uint32) *Conn {
+	l.mu.Lock()
+	c := l.conns[wid]
+	l.mu.Unlock()
+	return c
+}
+
+func (l *link) onConnectReq(h proto.Header, body []byte) error {
+	req, err := proto.ParseConnectReq(body)
+	if err != nil {
+		return protoErrf("bad CONNECT_req: %v", err)
+	}
+	if !l.peerParity(h.Conn) {
+		return protoErrf("CONNECT_req with conn id %d of our parity", h.Conn)
+	}
+	l.mu.Lock()
+	_, dup := l.conns[h.Conn]
+	n := len(l.conns)
+	l.mu.Unlock()
+	if dup {
+		return protoErrf("CONNECT_req for conn id %d in use", h.Conn)
+	}
+	refuse := func(st proto.Status) error {
+		l.log.WithFields(logrus.Fields{"port": req.DstPort, "status": st.String()}).Debug("incoming connection refused")
+		l.queueCtrl(func(b []byte) []byte { return proto.ConnectRsp{Status: st}.AppendFrame(b, h.Conn) })
+		return nil
+	}
+	if n >= l.m.cfg.MaxConns {
+		return refuse(proto.StatusLimit)
+	}
+	ln := l.m.listener(req.DstPort)
+	if ln == nil {
+		return refuse(proto.StatusNoPort)
+	}
+	c := newConn(l.m, l, h.Conn, Addr{Dom: l.m.cfg.Self, Port: req.DstPort}, Addr{Dom: l.peer, Port: req.SrcPort}, false)
+	c.state = stEstablished
+	c.peerAlloc = req.Window
+	if st := ln.offer(c); st != proto.StatusAccepted {
+		return refuse(st)
+	}
+	c.log.Debug("incoming connection accepted")
+	return nil
+}
+
+// admit registers an incoming connection and queues its CONNECT_rsp. It
+// runs under the listener's lock (listener before link), so the answer is
+// queued before Accept can hand the connection out.
+func (l *link) admit(c *Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state == lsDown {
+		return false
+	}
+	l.conns[c.wid] = c
+	l.stopIdleLocked()
+	l.ctrl = proto.ConnectRsp{Status: proto.StatusAccepted, Window: c.window}.AppendFrame(l.ctrl, c.wid)
+	signal(l.wwake)
+	l.m.addConn(c)
+	return true
+}
+
+func (l *link) onConnectRsp(h proto.Header, body []byte) error {
+	rsp, err := proto.ParseConnectRsp(body)
+	if err != nil {
+		return protoErrf("bad CONNECT_rsp: %v", err)
+	}
+	c := l.lookup(h.Conn)
+	if c == nil {
+		if rsp.Status == proto.StatusAccepted {
+			// Our dial gave up and freed the id; tell the peer.
+			l.sendDisconnect(h.Conn, proto.ReasonReset)
+		}
+		return nil
+	}
+	c.mu.Lock()
+	if c.state != stConnecting {
+		c.mu.Unlock()
+		return protoErrf("CONNECT_rsp for established conn %d", h.Conn)
+	}
+	abandoned := c.closed
+	if rsp.Status == proto.StatusAccepted && !abandoned {
+		c.state = stEstablished
+	}
+	c.mu.Unlock()
+	switch {
+	case abandoned:
+		if rsp.Status == proto.StatusAccepted {
+			l.sendDisconnect(h.Conn, proto.ReasonReset)
+		}
+		c.free()
+	case rsp.Status == proto.StatusAccepted:
+		l.mu.Lock()
+		c.peerAlloc = rsp.Window
+		l.mu.Unlock()
+		signal(c.wsig)
+	default:
+		c.mu.Lock()
+		c.resetErr = connectError(rsp.Status)
+		c.state = stDone
+		c.mu.Unlock()
+		signal(c.wsig)
+		c.free()
+	}
+	return nil
+}
+
+func connectError(st proto.Status) error {
+	switch st {
+	case proto.StatusDenied, proto.StatusLimit:
+		return fmt.Errorf("%w: %s", ErrDenied, st)
+	default:
+		return fmt.Errorf("%w: %s", ErrRefused, st)
+	}
+}
+
+// resetConn resets c for a protocol violation of the peer that does not
+// endanger the link: the peer is told, the reason logged.
+func (l *link) resetConn(c *Conn, reason proto.Reason, why string) {
+	c.log.WithField("reason", reason.String()).Warn("connection reset: " + why)
+	l.sendDisconnect(c.wid, reason)
+	c.resetBy(fmt.Errorf("%w: %s: %s", ErrReset, ErrProtocol, why))
+}
+
+func (l *link) onData(fr *frameReader, h proto.Header) error {
+	n := int(h.Length)
+	c := l.lookup(h.Conn)
+	if c == nil {
+		// Reset or closed here; the peer may not know yet.
+		return l.discard(fr, n)
+	}
+	c.mu.Lock()
+	switch {
+	case c.state == stConnecting:
+		c.mu.Unlock()
+		return protoErrf("DATA_ind for conn %d before CONNECT_rsp", h.Conn)
+	case c.resetErr != nil:
+		c.mu.Unlock()
+		return l.discard(fr, n)
+	case c.rEOF:
+		c.mu.Unlock()
+		l.resetConn(c, proto.ReasonProtocol, "DATA_ind after SHUTDOWN")
+		return l.discard(fr, n)
+	case c.rxCnt+uint64(n)-c.fwdCnt > uint64(c.window):
+		over := c.rxCnt + uint64(n) - c.fwdCnt - uint64(c.window)
+		c.mu.Unlock()
+		l.resetConn(c, proto.ReasonCredit, fmt.Sprintf("peer exceeded its credit by %d bytes", over))
+		return l.discard(fr, n)
+	}
+	c.rxCnt += uint64(n)
+	closed := c.closed
+	c.mu.Unlock()
+	l.bytesIn.Add(uint64(n))
+	if closed {
+		return l.discard(fr, n)
+	}
+	// Bytes already buffered first, then straight from the ring into the
+	// destination.
+	for n > 0 {
+		if avail := fr.w - fr.r; avail > 0 {
+			k := min(avail, n)
+			src := fr.buf[fr.r : fr.r+k]
+			for len(src) > 0 {
+				dst, direct := c.reserve(len(src))
+				m := copy(dst, src)
+				c.commit(m, direct)
+				src = src[m:]
+			}
+			fr.r += k
+			n -= k
+			continue
+		}
+		dst, direct := c.reserve(n)
+		ctx := l.ctx
+		if direct {
+			ctx = l.handoffCtx()
+		}
+		m, err := l.ep.ReadContext(ctx, dst)
+		c.commit(m, direct)
+		n -= m
+		if err != nil {
+			if direct && l.ctx.Err() == nil && ctx.Err() != nil {
+				continue // the waiting Read gave up; buffer the rest
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *link) discard(fr *frameReader, n int) error {
+	for n > 0 {
+		if fr.w == fr.r {
+			fr.r, fr.w = 0, 0
+			m, err := l.ep.ReadContext(l.ctx, fr.buf[:min(n, len(fr.buf))])
+			fr.w = m
+			if err != nil && m == 0 {
+				return err
+			}
+		}
+		k := min(fr.w-fr.r, n)
+		fr.r += k
+		n -= k
+	}
+	return nil
+}
+
+// reserve returns where the next up to n received bytes of c go: into a
+// waiting Read's buffer (direct) or the connection's buffer. Only the link
+// reader calls it; it alone grows and compacts rbuf.
+func (c *Conn) reserve(n int) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rw == c.rr && c.waiter != nil && c.waitN < len(c.waiter) && !c.closed {
+		c.handoff = true
+		return c.waiter[c.waitN:min(len(c.waiter), c.waitN+n)], true
+	}
+	if c.rr == c.rw {
+		c.rr, c.rw = 0, 0
+	}
+	if len(c.rbuf)-c.rw < n && c.rr > 0 {
+		k := copy(c.rbuf, c.rbuf[c.rr:c.rw])
+		c.rr, c.rw = 0, k
+	}
+	if len(c.rbuf)-c.rw < n {
+		size := max(2*len(c.rbuf), c.rw+n, 4096)
+		size = min(size, max(int(c.window), c.rw+n))
+		nb := make([]byte, size)
+		copy(nb, c.rbuf[c.rr:c.rw])
+		c.rbuf = nb
+	}
+	return c.rbuf[c.rw : c.rw+n], false
+}
+
+// commit makes m reserved bytes visible to the reader.
+func (c *Conn) commit(m int, direct bool) {
+	c.mu.Lock()
+	if direct {
+		c.handoff = false
+		c.waitN += m // counted in fwdCnt by Read when it returns them
+	} else {
+		c.rw += m
+	}
+	c.mu.Unlock()
+	signal(c.rsig)
+}
+
+func (l *link) onCredit(h proto.Header, body []byte) error {
+	cr, err := proto.ParseCredit(body)
+	if err != nil {
+		return protoErrf("bad CREDIT: %v", err)
+	}
+	c := l.lookup(h.Conn)
+	if c == nil {
+		return nil
+	}
+	l.mu.Lock()
+	if cr.FwdCnt < c.peerFwd || cr.FwdCnt > c.txCnt {
+		prev, tx := c.peerFwd, c.txCnt
+		l.mu.Unlock()
+		l.resetConn(c, proto.ReasonProtocol, fmt.Sprintf("CREDIT fwd_cnt %d outside [%d, %d]", cr.FwdCnt, prev, tx))
+		return nil
+	}
+	c.peerAlloc, c.peerFwd = cr.BufAlloc, cr.FwdCnt
+	l.scheduleLocked(c)
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *link) onShutdown(h proto.Header, body []byte) error {
+	sd, err := proto.ParseShutdown(body)
+	if err != nil {
+		return protoErrf("bad SHUTDOWN: %v", err)
+	}
+	c := l.lookup(h.Conn)
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	if c.state == stConnecting {
+		c.mu.Unlock()
+		return protoErrf("SHUTDOWN for conn %d before CONNECT_rsp", h.Conn)
+	}
+	if sd.How&proto.ShutWrite != 0 {
+		c.rEOF = true
+	}
+	noRead := sd.How&proto.ShutRead != 0
+	if noRead {
+		c.peerNoRead = true
+	}
+	c.mu.Unlock()
+	signal(c.rsig)
+	if noRead {
+		c.failWrites(ErrPeerClosed)
+	}
+	c.log.WithField("how", uint8(sd.How)).Debug("peer shut down connection")
+	c.maybeFree()
+	return nil
+}
+
+func (l *link) onDisconnect(h proto.Header, body []byte) error {
+	d, err := proto.ParseDisconnect(body)
+	if err != nil {
+		return protoErrf("bad DISCONNECT_ind: %v", err)
+	}
+	if h.Conn == 0 {
+		return fmt.Errorf("%w (%s)", errPeerDropped, d.Reason)
+	}
+	c := l.lookup(h.Conn)
+	if c == nil {
+		return nil
+	}
+	c.log.WithField("reason", d.Reason.String()).Debug("peer disconnected connection")
+	c.mu.Lock()
+	connecting := c.state == stConnecting
+	c.mu.Unlock()
+	if connecting {
+		return protoErrf("DISCONNECT_ind for conn %d before CONNECT_rsp", h.Conn)
+	}
+	c.resetBy(fmt.Errorf("%w: by peer (%s)", ErrReset, d.Reason))
+	return nil
+}
+
+// ---- connections ----
+
+func (l *link) stopIdleLocked() {
+	if l.idle != nil {
+		l.idle.Stop()
+	}
+}
+
+func (l *link) removeConn(c *Conn) {
+	l.mu.Lock()
+	if l.conns[c.wid] == c {
+		delete(l.conns, c.wid)
+	}
+	l.unqueueLocked(c)
+	if len(l.conns) == 0 && l.state == lsUp && l.idle != nil {
+		l.idle.Reset(l.m.cfg.IdleTimeout)
+	}
+	l.mu.Unlock()
+}
+
+// allocIDLocked returns a free wire id of our parity.
+func (l *link) allocIDLocked() uint32 {
+	for {
+		id := l.nextWID
+		l.nextWID += 2
+		if l.nextWID < 2 { // wrapped
+			if l.server {
+				l.nextWID = 1
+			} else {
+				l.nextWID = 2
+			}
+		}
+		if _, used := l.conns[id]; !used && id != 0 {
+			return id
+		}
+	}
+}
+
+// connect opens a connection to port over the link.
+func (l *link) connect(ctx context.Context, port uint32) (*Conn, error) {
+	select {
+	case l.pendSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-l.dead:
+		return nil, errLinkLost
+	}
+	defer func() { <-l.pendSem }()
+	l.mu.Lock()
+	if l.state != lsUp {
+		l.mu.Unlock()
+		return nil, errLinkLost
+	}
+	if len(l.conns) >= l.m.cfg.MaxConns {
+		l.mu.Unlock()
+		return nil, fmt.Errorf("%w: %d connections on the link to dom %d", ErrDenied, len(l.conns), l.peer)
+	}
+	wid := l.allocIDLocked()
+	src := uint32(1<<31) | uint32(l.m.nextConnID.Load()+1)&(1<<31-1)
+	c := newConn(l.m, l, wid, Addr{Dom: l.m.cfg.Self, Port: src}, Addr{Dom: l.peer, Port: port}, true)
+	c.local.Port = uint32(1<<31) | uint32(c.id)&(1<<31-1)
+	l.conns[wid] = c
+	l.stopIdleLocked()
+	l.ctrl = proto.ConnectReq{DstPort: port, SrcPort: c.local.Port, Window: c.window}.AppendFrame(l.ctrl, wid)
+	l.mu.Unlock()
+	l.wakeWriter()
+	for {
+		select {
+		case <-c.wsig:
+		case <-ctx.Done():
+			return nil, l.abandon(c, ctx.Err())
+		}
+		c.mu.Lock()
+		st, err := c.state, c.resetErr
+		c.mu.Unlock()
+		switch {
+		case st == stEstablished:
+			l.m.addConn(c)
+			c.log.Debug("outgoing connection established")
+			return c, nil
+		case err != nil:
+			if errors.Is(err, ErrReset) {
+				return nil, errLinkLost
+			}
+			return nil, err
+		}
+	}
+}
+
+// abandon gives up a connect in flight. The id stays reserved until the
+// reply comes, so a late CONNECT_rsp cannot hit a newer connection.
+func (l *link) abandon(c *Conn, err error) error {
+	c.mu.Lock()
+	st := c.state
+	c.closed = true
+	c.mu.Unlock()
+	if st == stEstablished {
+		// The reply raced with the cancel: reset the fresh connection.
+		l.sendDisconnect(c.wid, proto.ReasonReset)
+		c.free()
+	}
+	return err
+}
+
+// ---- watchdog ----
+
+func (l *link) watchdog() {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-l.ep.Done():
+			l.fail(fmt.Errorf("ring closed: %v", l.ep.Err()), proto.ReasonNormal, false)
+			return
+		case <-l.idle.C:
+			l.mu.Lock()
+			idle := len(l.conns) == 0 && l.state == lsUp && len(l.pendSem) == 0
+			l.mu.Unlock()
+			if idle {
+				l.fail(errors.New("idle"), proto.ReasonIdle, true)
+				return
+			}
+		}
+	}
+}
+
+// info returns the link's LinkInfo.
+func (l *link) info() LinkInfo {
+	l.mu.Lock()
+	li := LinkInfo{Peer: l.peer, State: linkStateNames[l.state], Role: l.role, Conns: len(l.conns)}
+	ep := l.ep
+	l.mu.Unlock()
+	if ep != nil {
+		st := ep.Stats()
+		li.ReadRing, li.WriteRing = st.ReadRing, st.WriteRing
+	}
+	li.BytesIn, li.BytesOut = l.bytesIn.Load(), l.bytesOut.Load()
+	li.FramesIn, li.FramesOut = l.framesIn.Load(), l.framesOut.Load()
+	return li
+}
