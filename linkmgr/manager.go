@@ -34,7 +34,7 @@ type Manager struct {
 	closed    bool
 	links     atomic.Pointer[map[vchan.DomID]*link] // current link per peer; copy on write under mu
 	all       map[*link]struct{}                    // every link not yet torn down
-	listeners atomic.Pointer[map[uint32]*Listener]   // copy on write under mu
+	listeners atomic.Pointer[map[uint32]*Listener]  // copy on write under mu
 
 	cmu        sync.Mutex
 	conns      map[uint64]*Conn
