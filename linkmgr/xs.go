@@ -166,25 +166,23 @@ func Setup(ctx context.Context, xs *xenstore.Client, doms []vchan.DomID) error {
 			return fmt.Errorf("linkmgr: setup dom %d: %w", d, err)
 		}
 	}
-	perms, err := xs.GetPerms(ctx, xenstore.ReleaseDomain)
-	if err != nil {
-		return fmt.Errorf("linkmgr: setup: permissions of %s: %w", xenstore.ReleaseDomain, err)
+	// Xenstore answers GET_PERMS on special paths with EINVAL (Xen 4.17
+	// and later), so the list is rebuilt: owner dom0, read for each domain.
+	perms := []xenstore.Perm{{Dom: 0}}
+	if old, err := xs.GetPerms(ctx, xenstore.ReleaseDomain); err == nil && len(old) > 0 {
+		perms = old
 	}
 	have := make(map[uint32]bool)
-	for _, p := range perms[1:] {
+	for _, p := range perms {
 		have[p.Dom] = true
 	}
-	changed := false
 	for _, d := range list {
-		if !have[uint32(d)] && (len(perms) == 0 || perms[0].Dom != uint32(d)) {
+		if !have[uint32(d)] {
 			perms = append(perms, xenstore.Perm{Dom: uint32(d), Read: true})
-			changed = true
 		}
 	}
-	if changed {
-		if err := xs.SetPerms(ctx, xenstore.ReleaseDomain, perms); err != nil {
-			return fmt.Errorf("linkmgr: setup: permissions of %s: %w", xenstore.ReleaseDomain, err)
-		}
+	if err := xs.SetPerms(ctx, xenstore.ReleaseDomain, perms); err != nil {
+		return fmt.Errorf("linkmgr: setup: permissions of %s: %w", xenstore.ReleaseDomain, err)
 	}
 	return nil
 }
