@@ -51,9 +51,17 @@ type child struct {
 
 // startChild runs role with args and returns after its first output line
 // (its "ready" line), split into fields.
-func startChild(t *testing.T, role string, args ...string) (*child, []string) {
+func startChild(t testing.TB, role string, args ...string) (*child, []string) {
+	t.Helper()
+	return startChildFiles(t, nil, role, args...)
+}
+
+// startChildFiles is startChild that also passes files to the child as
+// descriptors 3, 4, ...
+func startChildFiles(t testing.TB, files []*os.File, role string, args ...string) (*child, []string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.ExtraFiles = files
 	cmd.Env = append(os.Environ(), childEnv+"="+role, childEnv+"_ARGS="+strings.Join(args, " "))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -93,7 +101,7 @@ func startChild(t *testing.T, role string, args ...string) (*child, []string) {
 }
 
 // kill SIGKILLs the child and reaps it.
-func (c *child) kill(t *testing.T) {
+func (c *child) kill(t testing.TB) {
 	t.Helper()
 	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -203,7 +203,7 @@ func childRun(e *vchan.Endpoint, mode []string) error {
 }
 
 // line waits for the child's next output line.
-func (c *child) line(t *testing.T, d time.Duration) []string {
+func (c *child) line(t testing.TB, d time.Duration) []string {
 	t.Helper()
 	ch := make(chan []string, 1)
 	go func() {
