@@ -145,7 +145,7 @@ func runVchan(ctx context.Context, args []string, log *logrus.Entry) error {
 		o.path = defaultVchanPath(o.listen, self, o.peer)
 	}
 	log = log.WithFields(logrus.Fields{"domid": self, "peer": o.peer, "path": o.path})
-	return vchanSession(ctx, o, be, st, os.Stdin, os.Stdout, log)
+	return vchanSession(ctx, o, be, st, st.peerGone(o.peer), os.Stdin, os.Stdout, log)
 }
 
 // defaultVchanPath follows libxenvchan's convention
@@ -158,8 +158,10 @@ func defaultVchanPath(listen bool, self, peer vchan.DomID) string {
 	return fmt.Sprintf("/local/domain/%d/data/vchan/%d/idcfs", server, client)
 }
 
-// vchanSession sets up the endpoint and copies until done.
-func vchanSession(ctx context.Context, o *vchanOptions, be vchan.Backend, st vchan.Store, stdin io.Reader, stdout io.Writer, log *logrus.Entry) error {
+// vchanSession sets up the endpoint and copies until done. peerGone, if
+// not nil, is polled during the copy: a peer domain that was destroyed
+// clears no live byte and sends no event, so only the store can tell.
+func vchanSession(ctx context.Context, o *vchanOptions, be vchan.Backend, st vchan.Store, peerGone func(context.Context) bool, stdin io.Reader, stdout io.Writer, log *logrus.Entry) error {
 	start := time.Now()
 	ep, err := vchanEndpoint(ctx, o, be, st, log)
 	if err != nil {
@@ -172,7 +174,7 @@ func vchanSession(ctx context.Context, o *vchanOptions, be vchan.Backend, st vch
 	log.WithFields(logrus.Fields{"port": ep.Port(), "read_ring": s.ReadRing, "write_ring": s.WriteRing,
 		"setup": time.Since(start).Round(time.Millisecond)}).Info("vchan connected")
 	copyStart := time.Now()
-	err = vchanCopy(ctx, o, ep, stdin, stdout, log)
+	err = vchanCopy(ctx, o, ep, peerGone, stdin, stdout, log)
 	if cerr := ep.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("vchan: close: %w", cerr)
 	}
@@ -230,6 +232,10 @@ func vchanEndpoint(ctx context.Context, o *vchanOptions, be vchan.Backend, st vc
 	}
 }
 
+// peerPollInterval is how often the store is asked whether the peer
+// domain still exists.
+const peerPollInterval = time.Second
+
 // flusher is what an Endpoint offers when it can tell that the peer has
 // consumed everything written.
 type flusher interface {
@@ -239,9 +245,33 @@ type flusher interface {
 // vchanCopy copies stdin to ep and ep to stdout. It returns nil when the
 // peer closed (after the remaining ring data was copied), when stdin ended
 // and the written data was consumed (without --keep-open), or when ctx ends.
-func vchanCopy(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, stdin io.Reader, stdout io.Writer, log *logrus.Entry) error {
+func vchanCopy(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, peerGone func(context.Context) bool, stdin io.Reader, stdout io.Writer, log *logrus.Entry) error {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+
+	gone := make(chan struct{})
+	if peerGone != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Add(1)
+		go func() { // owned by this call: ends with cctx
+			defer wg.Done()
+			t := time.NewTicker(peerPollInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-cctx.Done():
+					return
+				case <-t.C:
+					if peerGone(cctx) {
+						close(gone)
+						return
+					}
+				}
+			}
+		}()
+	}
+	errGone := fmt.Errorf("vchan: peer domain %d is gone: %w", o.peer, vchan.ErrPeerClosed)
 
 	recvDone := make(chan error, 1)
 	go func() { // owned by this call: ends at peer EOF, on an error, or when cctx ends
@@ -301,6 +331,8 @@ func vchanCopy(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, stdin i
 		return err
 	}
 	select {
+	case <-gone:
+		return errors.Join(errGone, finishRecv())
 	case err := <-recvDone:
 		// The peer closed (or reading failed): whatever stdin still
 		// has can no longer be sent.
@@ -323,7 +355,7 @@ func vchanCopy(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, stdin i
 			return errors.Join(err, finishRecv())
 		}
 		log.Debug("vchan end of stdin")
-		if ferr := waitConsumed(ctx, o, ep, recvDone, log); ferr != nil {
+		if ferr := waitConsumed(ctx, o, ep, recvDone, gone, log); ferr != nil {
 			return errors.Join(ferr, finishRecv())
 		}
 		if !o.keepOpen {
@@ -332,6 +364,8 @@ func vchanCopy(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, stdin i
 		select {
 		case err := <-recvDone:
 			return err
+		case <-gone:
+			return errors.Join(errGone, finishRecv())
 		case <-ctx.Done():
 			return finishRecv()
 		}
@@ -343,7 +377,7 @@ func vchanCopy(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, stdin i
 // waitConsumed waits until the peer has read everything written, or left.
 // Without a Flush on the Endpoint it can only wait for the peer to close,
 // for at most --linger.
-func waitConsumed(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, recvDone chan error, log *logrus.Entry) error {
+func waitConsumed(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, recvDone chan error, gone <-chan struct{}, log *logrus.Entry) error {
 	if f, ok := any(ep).(flusher); ok {
 		fctx, cancel := context.WithTimeout(ctx, o.linger)
 		defer cancel()
@@ -363,6 +397,7 @@ func waitConsumed(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, recv
 	case err := <-recvDone:
 		recvDone <- err // for the caller
 	case <-ep.Done():
+	case <-gone:
 	case <-t.C:
 	case <-ctx.Done():
 	}
@@ -400,6 +435,17 @@ func (s *xenstoreVchanStore) selfDomID(ctx context.Context) (vchan.DomID, error)
 	d := vchan.DomID(id)
 	s.self = &d
 	return d, nil
+}
+
+// peerGone returns a check that domain peer no longer exists: its
+// /local/domain/<peer>/domid is absent (ENOENT; a domain that may not read
+// it gets EACCES, which tells nothing).
+func (s *xenstoreVchanStore) peerGone(peer vchan.DomID) func(context.Context) bool {
+	key := fmt.Sprintf("/local/domain/%d/domid", peer)
+	return func(ctx context.Context) bool {
+		_, err := s.xs.Read(ctx, key)
+		return errors.Is(err, fs.ErrNotExist)
+	}
 }
 
 // Publish writes both keys in one transaction with permissions n<self>,

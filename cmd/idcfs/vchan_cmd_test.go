@@ -165,10 +165,10 @@ func TestVchanSessionCopies(t *testing.T) {
 			lout, cout := newSyncBuffer(), newSyncBuffer()
 			errc := make(chan error, 2)
 			go func() {
-				errc <- vchanSession(ctx, lo, h.Domain(1), st, lin, lout, testLog(t).WithField("side", "listen"))
+				errc <- vchanSession(ctx, lo, h.Domain(1), st, nil, lin, lout, testLog(t).WithField("side", "listen"))
 			}()
 			go func() {
-				errc <- vchanSession(ctx, co, h.Domain(2), st, cin, cout, testLog(t).WithField("side", "connect"))
+				errc <- vchanSession(ctx, co, h.Domain(2), st, nil, cin, cout, testLog(t).WithField("side", "connect"))
 			}()
 			for range 2 {
 				if err := <-errc; err != nil {
@@ -203,5 +203,46 @@ func TestVchanConnectTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d < 250*time.Millisecond || d > 10*time.Second {
 		t.Errorf("gave up after %v", d)
+	}
+}
+
+// A peer whose domain disappears (no close, no event) ends the session
+// with an error once the store says so.
+func TestVchanPeerGone(t *testing.T) {
+	h := heap.New()
+	st := heap.NewStore()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const path = "/p"
+	srv, err := vchan.Listen(ctx, h.Domain(1), st, 2, path, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close() // never closed by the "dead" peer before the check
+	goneNow := make(chan struct{})
+	check := func(context.Context) bool {
+		select {
+		case <-goneNow:
+			return true
+		default:
+			return false
+		}
+	}
+	o := &vchanOptions{peer: 1, path: path, keepOpen: true, linger: time.Second, chunkSize: 4096}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- vchanSession(ctx, o, h.Domain(2), st, check, bytes.NewReader(nil), io.Discard, testLog(t))
+	}()
+	if err := srv.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(goneNow)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, vchan.ErrPeerClosed) || !strings.Contains(err.Error(), "domain 1 is gone") {
+			t.Errorf("got %v, want the peer reported gone", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("session did not notice the peer was gone")
 	}
 }
