@@ -105,6 +105,16 @@ type Endpoint struct {
 	bytesIn, bytesOut, eventsIn, eventsOut, notifies, requests atomic.Uint64
 }
 
+// Endpoint is a stream: an io.ReadWriteCloser with net.Conn's deadlines.
+var (
+	_ io.ReadWriteCloser = (*Endpoint)(nil)
+	_ interface {
+		SetDeadline(time.Time) error
+		SetReadDeadline(time.Time) error
+		SetWriteDeadline(time.Time) error
+	} = (*Endpoint)(nil)
+)
+
 // NewServer shares a control page (and ring pages) with domain peer,
 // allocates an unbound event channel for it and lays out the page as
 // libxenvchan's server does. leftMin is the minimum size of the ring the
