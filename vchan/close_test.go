@@ -232,3 +232,16 @@ func TestLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWaitConnectedClose: Close releases a server waiting for its client.
+func TestWaitConnectedClose(t *testing.T) {
+	srv := server(t, heap.New(), 0, 0)
+	srv.SetRecheckForTest(time.Hour)
+	done := make(chan error, 1)
+	go func() { done <- srv.WaitConnected(testCtx(t, 10*time.Second)) }()
+	time.Sleep(10 * time.Millisecond)
+	srv.Close()
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("WaitConnected across Close = %v", err)
+	}
+}

@@ -93,6 +93,10 @@ type Endpoint struct {
 	connected chan struct{} // server: closed once cli_live == 1 was seen
 	connOnce  sync.Once
 
+	// pageMu lets WaitConnected look at the page outside rmu and wmu:
+	// it holds it for reading; Close holds it for writing while unmapping.
+	pageMu sync.RWMutex
+
 	state atomic.Uint32
 	mu    sync.Mutex // guards err, fatal, done closing
 	err   error      // first reason the endpoint stopped
@@ -498,6 +502,17 @@ func (e *Endpoint) checkPeer() (gone bool, err error) {
 	return false, nil
 }
 
+// checkPeerMapped is checkPeer for callers that hold neither rmu nor wmu:
+// it makes sure Close has not unmapped the page.
+func (e *Endpoint) checkPeerMapped() (bool, error) {
+	e.pageMu.RLock()
+	defer e.pageMu.RUnlock()
+	if e.state.Load()&stClosed != 0 {
+		return false, net.ErrClosed
+	}
+	return e.checkPeer()
+}
+
 // notify sends an event to the peer.
 func (e *Endpoint) notify() error {
 	if err := e.ev.Notify(); err != nil {
@@ -558,7 +573,7 @@ func (e *Endpoint) WaitConnected(ctx context.Context) error {
 		if err := e.opErr(); err != nil {
 			return err
 		}
-		gone, err := e.checkPeer()
+		gone, err := e.checkPeerMapped()
 		if err != nil {
 			return err
 		}
@@ -767,6 +782,8 @@ func (e *Endpoint) close() error {
 	defer e.rmu.Unlock()
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
+	e.pageMu.Lock()
+	defer e.pageMu.Unlock()
 	e.rdDL.stop()
 	e.wrDL.stop()
 	var errs []error
