@@ -203,9 +203,10 @@ func (s *Server) IntroduceDomain(dom uint32) error {
 	return nil
 }
 
-// ReleaseDomain forgets domain dom: it removes /local/domain/<dom>, fires
-// @releaseDomain, and drops the watches and transactions of the domain's
-// connections (the connections stay open).
+// ReleaseDomain forgets domain dom: it removes /local/domain/<dom> (firing
+// the watches on it, the domain's own included), fires @releaseDomain, and
+// then drops the watches and transactions of the domain's connections. The
+// connections stay open.
 func (s *Server) ReleaseDomain(dom uint32) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -220,14 +221,14 @@ func (s *Server) ReleaseDomain(dom uint32) error {
 	if e := o.rm(homeOf(dom)); e != 0 {
 		return fmt.Errorf("xenstored: removing %s: %w", homeOf(dom), e)
 	}
+	s.fireLocked(o.changes)
+	s.fireSpecialLocked(xenstore.ReleaseDomain)
 	for c := range s.conns {
 		if c.dom == dom {
 			c.watches = nil
 			c.txs = make(map[uint32]*tx)
 		}
 	}
-	s.fireLocked(o.changes)
-	s.fireSpecialLocked(xenstore.ReleaseDomain)
 	s.log.WithField("domid", dom).Info("domain released")
 	return nil
 }
