@@ -229,9 +229,6 @@ func (c *Conn) read(ctx context.Context, p []byte) (int, error) {
 			}
 			n := copy(p, c.rbuf[c.rr:c.rw])
 			c.rr += n
-			if c.rr == c.rw {
-				c.rr, c.rw = 0, 0
-			}
 			credit := c.consumedLocked(n)
 			c.mu.Unlock()
 			c.afterRead(n, credit)
@@ -272,9 +269,12 @@ func (c *Conn) read(ctx context.Context, p []byte) (int, error) {
 		c.mu.Lock()
 		for c.handoff {
 			// The link reader is copying into p: it must finish before p
-			// is given back. Ask it to stop waiting for more bytes.
+			// is given back. If this Read is giving up, ask the reader not
+			// to wait for more bytes of the frame.
 			c.mu.Unlock()
-			c.l.interruptHandoff()
+			if cancelled != nil {
+				c.l.interruptHandoff()
+			}
 			<-c.rsig
 			c.mu.Lock()
 		}
@@ -443,7 +443,6 @@ func (c *Conn) Close() error {
 		how |= proto.ShutWrite
 	}
 	c.wShut = true
-	c.rbuf, c.rr, c.rw = nil, 0, 0
 	c.mu.Unlock()
 	signal(c.rsig)
 	c.failWrites(net.ErrClosed)
@@ -468,7 +467,6 @@ func (c *Conn) Reset() error {
 	if !wasReset {
 		c.resetErr = ErrReset
 	}
-	c.rbuf, c.rr, c.rw = nil, 0, 0
 	c.mu.Unlock()
 	signal(c.rsig)
 	c.failWrites(net.ErrClosed)

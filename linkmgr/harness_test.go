@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"net"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -174,3 +175,5 @@ func testCtx(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+var netErrClosed = net.ErrClosed

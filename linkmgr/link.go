@@ -194,7 +194,7 @@ func (l *link) fail(cause error, reason proto.Reason, tell bool) {
 	switch {
 	case !wasUp:
 		entry.Debug("link setup abandoned")
-	case reason == proto.ReasonIdle || reason == proto.ReasonShutdown && !tell:
+	case reason == proto.ReasonIdle || reason == proto.ReasonShutdown:
 		entry.Info("link down")
 	default:
 		entry.Warn("link torn down")
@@ -333,6 +333,9 @@ func (l *link) writer() {
 			if n > 0 {
 				payload = c.wpend[c.woff : c.woff+int(n)]
 				c.wbusy = true
+				// Counted before the write: the peer may answer with a
+				// CREDIT before WriteBuffers returns.
+				c.txCnt += uint64(n)
 				proto.PutHeader(hdr[:], proto.Header{Type: proto.TypeData, Conn: c.wid, Length: uint32(n)})
 			} else {
 				c = nil
@@ -353,7 +356,6 @@ func (l *link) writer() {
 			c.wbusy = false
 			if err == nil {
 				c.woff += len(payload)
-				c.txCnt += uint64(len(payload))
 				l.bytesOut.Add(uint64(len(payload)))
 				c.bytesOut.Add(uint64(len(payload)))
 				l.scheduleLocked(c)
@@ -381,9 +383,10 @@ func protoErrf(format string, args ...any) error {
 }
 
 type frameReader struct {
-	l    *link
-	buf  []byte
-	r, w int
+	l       *link
+	buf     []byte
+	scratch []byte // destination of dropped payload
+	r, w    int
 }
 
 // fill makes at least n bytes available in buf[r:w].
@@ -408,16 +411,19 @@ func (fr *frameReader) fill(n int) error {
 
 func (l *link) reader() {
 	defer l.wg.Done()
-	fr := &frameReader{l: l, buf: make([]byte, readBufSize)}
+	fr := &frameReader{l: l, buf: make([]byte, readBufSize), scratch: make([]byte, readBufSize)}
 	err := l.readLoop(fr)
-	var pe *protoError
+	var (
+		pe *protoError
+		pd *peerDropped
+	)
 	switch {
 	case l.ctx.Err() != nil:
 		// torn down by someone else
 	case errors.As(err, &pe):
 		l.fail(err, proto.ReasonProtocol, true)
-	case errors.Is(err, errPeerDropped):
-		l.fail(err, proto.ReasonNormal, false)
+	case errors.As(err, &pd):
+		l.fail(err, pd.reason, false)
 	case errors.Is(err, io.EOF):
 		l.fail(fmt.Errorf("peer closed the ring"), proto.ReasonNormal, false)
 	default:
@@ -425,7 +431,10 @@ func (l *link) reader() {
 	}
 }
 
-var errPeerDropped = errors.New("peer dropped the link")
+// peerDropped: the peer sent DISCONNECT_ind on conn 0.
+type peerDropped struct{ reason proto.Reason }
+
+func (e *peerDropped) Error() string { return "peer dropped the link (" + e.reason.String() + ")" }
 
 func (l *link) readLoop(fr *frameReader) error {
 	maxIn := uint32(l.m.cfg.MaxFrame)
@@ -663,25 +672,25 @@ func (l *link) onData(fr *frameReader, h proto.Header) error {
 			k := min(avail, n)
 			src := fr.buf[fr.r : fr.r+k]
 			for len(src) > 0 {
-				dst, direct := c.reserve(len(src))
+				dst, dest := c.reserve(len(src), fr.scratch)
 				m := copy(dst, src)
-				c.commit(m, direct)
+				c.commit(m, dest)
 				src = src[m:]
 			}
 			fr.r += k
 			n -= k
 			continue
 		}
-		dst, direct := c.reserve(n)
+		dst, dest := c.reserve(n, fr.scratch)
 		ctx := l.ctx
-		if direct {
+		if dest == toWaiter {
 			ctx = l.handoffCtx()
 		}
 		m, err := l.ep.ReadContext(ctx, dst)
-		c.commit(m, direct)
+		c.commit(m, dest)
 		n -= m
 		if err != nil {
-			if direct && l.ctx.Err() == nil && ctx.Err() != nil {
+			if dest == toWaiter && l.ctx.Err() == nil && ctx.Err() != nil {
 				continue // the waiting Read gave up; buffer the rest
 			}
 			return err
@@ -707,15 +716,26 @@ func (l *link) discard(fr *frameReader, n int) error {
 	return nil
 }
 
-// reserve returns where the next up to n received bytes of c go: into a
-// waiting Read's buffer (direct) or the connection's buffer. Only the link
-// reader calls it; it alone grows and compacts rbuf.
-func (c *Conn) reserve(n int) ([]byte, bool) {
+// Destinations of received bytes (reserve).
+const (
+	toBuffer  = iota // the connection's receive buffer
+	toWaiter         // straight into a blocked Read's buffer
+	toDiscard        // the connection was closed here: drop
+)
+
+// reserve returns where the next up to n received bytes of c go. Only the
+// link reader calls it, and it alone grows, compacts and resets rbuf; Read
+// only advances rr. scratch receives bytes to drop.
+func (c *Conn) reserve(n int, scratch []byte) ([]byte, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.rw == c.rr && c.waiter != nil && c.waitN < len(c.waiter) && !c.closed {
+	if c.closed {
+		c.rbuf, c.rr, c.rw = nil, 0, 0
+		return scratch[:min(n, len(scratch))], toDiscard
+	}
+	if c.rw == c.rr && c.waiter != nil && c.waitN < len(c.waiter) {
 		c.handoff = true
-		return c.waiter[c.waitN:min(len(c.waiter), c.waitN+n)], true
+		return c.waiter[c.waitN:min(len(c.waiter), c.waitN+n)], toWaiter
 	}
 	if c.rr == c.rw {
 		c.rr, c.rw = 0, 0
@@ -728,20 +748,23 @@ func (c *Conn) reserve(n int) ([]byte, bool) {
 		size := max(2*len(c.rbuf), c.rw+n, 4096)
 		size = min(size, max(int(c.window), c.rw+n))
 		nb := make([]byte, size)
-		copy(nb, c.rbuf[c.rr:c.rw])
+		copy(nb, c.rbuf[:c.rw])
 		c.rbuf = nb
 	}
-	return c.rbuf[c.rw : c.rw+n], false
+	return c.rbuf[c.rw : c.rw+n], toBuffer
 }
 
 // commit makes m reserved bytes visible to the reader.
-func (c *Conn) commit(m int, direct bool) {
+func (c *Conn) commit(m int, dest int) {
 	c.mu.Lock()
-	if direct {
+	switch dest {
+	case toWaiter:
 		c.handoff = false
 		c.waitN += m // counted in fwdCnt by Read when it returns them
-	} else {
-		c.rw += m
+	case toBuffer:
+		if !c.closed {
+			c.rw += m
+		}
 	}
 	c.mu.Unlock()
 	signal(c.rsig)
@@ -806,7 +829,7 @@ func (l *link) onDisconnect(h proto.Header, body []byte) error {
 		return protoErrf("bad DISCONNECT_ind: %v", err)
 	}
 	if h.Conn == 0 {
-		return fmt.Errorf("%w (%s)", errPeerDropped, d.Reason)
+		return &peerDropped{reason: d.Reason}
 	}
 	c := l.lookup(h.Conn)
 	if c == nil {

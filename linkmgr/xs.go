@@ -368,7 +368,9 @@ func (a *xsAgent) checkPeer(ctx context.Context, peer vchan.DomID) (string, erro
 		}
 		return "", fmt.Errorf("%w: dom %d does not exist or is not set up for idcfs links", ErrUnreachable, peer)
 	case errors.Is(err, syscall.EACCES):
-		return "", fmt.Errorf("%w: dom %d may not link with dom %d (dom0 must run idcfs setup with both)", ErrUnreachable, a.self, peer)
+		// Xenstore answers EACCES rather than ENOENT when the caller may
+		// not read the parent, so a missing domain looks the same.
+		return "", fmt.Errorf("%w: dom %d does not exist or dom %d may not link with it (dom0 must run idcfs setup with both)", ErrUnreachable, peer, a.self)
 	case ctx.Err() != nil:
 		return "", ctx.Err()
 	}
