@@ -3,8 +3,8 @@ package linkmgr
 import (
 	"context"
 	"fmt"
-	"os"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
