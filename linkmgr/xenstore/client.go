@@ -361,6 +361,15 @@ func (c *Client) directory(ctx context.Context, txID uint32, path string) ([]str
 		return nil, err
 	}
 	reply, err := c.roundTrip(ctx, OpDirectory, txID, AppendString(nil, path), opDirectory, path)
+	if errors.Is(err, syscall.E2BIG) {
+		// The list does not fit in one reply: fetch it in parts, where the
+		// server supports that.
+		names, perr := c.directoryParts(ctx, txID, path)
+		if errors.Is(perr, syscall.ENOSYS) {
+			return nil, err
+		}
+		return names, perr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -369,6 +378,49 @@ func (c *Client) directory(ctx context.Context, txID uint32, path string) ([]str
 		return nil, fmt.Errorf("xenstore %s %s: %w", opDirectory, path, err)
 	}
 	return names, nil
+}
+
+// maxDirectoryParts bounds the DIRECTORY_PART requests of one listing, so a
+// server that never reaches the end cannot keep the caller forever.
+const maxDirectoryParts = 4096
+
+// directoryParts lists path with DIRECTORY_PART: each reply is "gen\0"
+// followed by whole child names from the requested byte offset; the last
+// one carries an extra "\0". The listing restarts if gen changes (the
+// directory changed between parts).
+func (c *Client) directoryParts(ctx context.Context, txID uint32, path string) ([]string, error) {
+	var all []byte
+	gen := ""
+	for parts := 0; parts < maxDirectoryParts; parts++ {
+		p := AppendString(AppendString(nil, path), strconv.Itoa(len(all)))
+		reply, err := c.roundTrip(ctx, OpDirectoryPart, txID, p, opDirectory, path)
+		if err != nil {
+			return nil, err
+		}
+		i := bytes.IndexByte(reply, 0)
+		if i <= 0 {
+			return nil, fmt.Errorf("xenstore %s %s: %w: part without generation", opDirectory, path, ErrProtocol)
+		}
+		g, rest := string(reply[:i]), reply[i+1:]
+		if gen != "" && g != gen {
+			all, gen = nil, ""
+			continue
+		}
+		gen = g
+		if len(rest) > 0 && rest[len(rest)-1] == 0 && (len(rest) == 1 || rest[len(rest)-2] == 0) {
+			all = append(all, rest[:len(rest)-1]...)
+			names, err := parseDirectory(all)
+			if err != nil {
+				return nil, fmt.Errorf("xenstore %s %s: %w", opDirectory, path, err)
+			}
+			return names, nil
+		}
+		if len(rest) == 0 {
+			return nil, fmt.Errorf("xenstore %s %s: %w: empty directory part", opDirectory, path, ErrProtocol)
+		}
+		all = append(all, rest...)
+	}
+	return nil, fmt.Errorf("xenstore %s %s: %w: directory parts never ended", opDirectory, path, ErrProtocol)
 }
 
 // parseDirectory parses a DIRECTORY reply: child names, each terminated.

@@ -229,3 +229,33 @@ func TestConcurrentRequests(t *testing.T) {
 		t.Fatalf("directory has %d entries (%v), want %d", len(names), err, workers)
 	}
 }
+
+// TestDirectoryLarge lists a directory whose names do not fit in one reply:
+// the client falls back to DIRECTORY_PART.
+func TestDirectoryLarge(t *testing.T) {
+	e := newEnv(t)
+	c, ctx := e.priv, ctxT(t)
+	var want []string
+	err := c.Transaction(ctx, func(tx *xenstore.Tx) error {
+		want = want[:0]
+		for i := range 300 {
+			name := fmt.Sprintf("a-rather-long-child-name-%04d", i)
+			want = append(want, name)
+			if err := tx.Mkdir(ctx, e.p("big/"+name)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Directory(ctx, e.p("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("listed %d names, want %d", len(got), len(want))
+	}
+}

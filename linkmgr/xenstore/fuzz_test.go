@@ -38,7 +38,16 @@ func seedMessages() [][]byte {
 	}
 	// A watch reply followed by its initial event.
 	out = append(out, append(bytes.Clone(out[9]), out[10]...))
-	return out
+	// A directory too large for one reply, then listed in two parts.
+	var parts []byte
+	for _, m := range []*Message{
+		{Op: OpError, ReqID: 1, Payload: []byte("E2BIG\x00")},
+		{Op: OpDirectoryPart, ReqID: 2, Payload: []byte("7\x00a\x00")},
+		{Op: OpDirectoryPart, ReqID: 3, Payload: []byte("7\x00b\x00\x00")},
+	} {
+		parts, _ = m.AppendMarshal(parts)
+	}
+	return append(out, parts)
 }
 
 // FuzzParseMessage feeds arbitrary bytes to the message decoder and every
@@ -158,8 +167,10 @@ func (s *scriptRW) Close() error {
 // with arbitrary bytes. The call must return promptly with a result, a
 // store error, a protocol error or net.ErrClosed, and never panic.
 func FuzzClientReplies(f *testing.F) {
-	for i, s := range seedMessages() {
-		f.Add(uint8(i), s)
+	for _, s := range seedMessages() {
+		for which := range uint8(8) {
+			f.Add(which, s)
+		}
 	}
 	f.Fuzz(func(t *testing.T, which uint8, script []byte) {
 		c := NewClient(newScriptRW(script))
