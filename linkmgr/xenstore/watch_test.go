@@ -218,7 +218,6 @@ func TestWatchSlowConsumerCoalesces(t *testing.T) {
 
 func TestWatchSpecialDomainPaths(t *testing.T) {
 	e := newEnv(t)
-	e.needEmbedded()
 	ctx := ctxT(t)
 	c := e.priv
 	wi, err := c.Watch(ctx, xenstore.IntroduceDomain, "intro")
@@ -233,6 +232,7 @@ func TestWatchSpecialDomainPaths(t *testing.T) {
 	defer wr.Close()
 	expectEvents(t, wi, xenstore.IntroduceDomain)
 	expectEvents(t, wr, xenstore.ReleaseDomain)
+	e.needEmbedded() // the rest starts and stops domains
 
 	// An unprivileged domain may register, but gets no events unless dom0
 	// grants read access on the special path.
@@ -361,9 +361,8 @@ func TestWatchRelative(t *testing.T) {
 
 func TestWatchEventsClosedWithClient(t *testing.T) {
 	e := newEnv(t)
-	e.needEmbedded()
 	ctx := ctxT(t)
-	c := e.dial(0)
+	c := e.otherPriv()
 	w, err := c.Watch(ctx, e.p("c"), "c")
 	if err != nil {
 		t.Fatal(err)
