@@ -62,7 +62,7 @@ type link struct {
 	wg     sync.WaitGroup
 
 	ep      *vchan.Endpoint // set by start
-	peerGen string          // the peer daemon's generation when set up
+	peerGen string          // the peer daemon's generation when set up (under mu)
 	notify  chan struct{}   // client: the server published a ring (1-buffered)
 	pendSem chan struct{}   // bounds outgoing connects in flight
 
@@ -145,6 +145,14 @@ func (l *link) setupDone(err error) {
 		st := l.ep.Stats()
 		l.log.WithFields(logrus.Fields{"read_ring": st.ReadRing, "write_ring": st.WriteRing}).Info("link up")
 	}
+}
+
+// restartedPeer reports whether gen, the peer daemon's current generation,
+// is not the one this (up) link was set up with.
+func (l *link) restartedPeer(gen string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state == lsUp && l.peerGen != "" && gen != l.peerGen
 }
 
 func (l *link) isUp() bool {

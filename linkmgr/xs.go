@@ -345,7 +345,7 @@ func (a *xsAgent) checkLinks(ctx context.Context) {
 		switch {
 		case err != nil && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EACCES)):
 			l.fail(fmt.Errorf("dom %d released or its daemon gone", peer), 0, false)
-		case err == nil && l.peerGen != "" && gen != l.peerGen && l.isUp():
+		case err == nil && l.restartedPeer(gen):
 			l.fail(fmt.Errorf("daemon of dom %d restarted", peer), 0, false)
 		}
 	}
@@ -439,7 +439,9 @@ func (m *Manager) setupRing(l *link) (*vchan.Endpoint, error) {
 		}
 		return nil, err
 	}
+	l.mu.Lock()
 	l.peerGen = gen
+	l.mu.Unlock()
 	rs := m.cfg.RingSize
 	if l.role == roleServer {
 		ep, err := vchan.Listen(ctx, m.cfg.Backend, a.store, l.peer, RingPath(m.cfg.Self, l.peer), rs, rs)
