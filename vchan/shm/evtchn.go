@@ -36,13 +36,16 @@ const (
 var eventToken = [1]byte{tokEvent}
 
 // evtChan is one end of an event channel: a Unix stream connection to the
-// other end, read by one goroutine owned by the channel.
+// other end.
 //
-// A channel made by AllocUnbound listens on dir/evtchn/<self>/<port> while
-// it is unbound, and stops listening while bound (so a second binder is
-// refused, as Xen refuses to bind a port that is not unbound). When the
-// binder goes away the port becomes unbound for the same peer again and
-// listens anew, as Xen does.
+// Wait reads the socket itself, on the runtime poller, so that an event
+// wakes the waiting goroutine directly: no goroutine stands between the
+// socket and the waiter. A channel made by AllocUnbound also owns one
+// goroutine that accepts binders: it listens on dir/evtchn/<self>/<port>
+// while the port is unbound and stops listening while it is bound (so a
+// second binder is refused, as Xen refuses to bind a port that is not
+// unbound). When the binder goes away the port becomes unbound for the same
+// peer again and listens anew, as on Xen.
 type evtChan struct {
 	b      *Backend
 	port   uint32
@@ -50,8 +53,11 @@ type evtChan struct {
 	listen bool   // made by AllocUnbound
 	path   string // socket path (listen only)
 
-	wake chan struct{} // one pending event; cap 1, so events coalesce
-	done chan struct{} // closed by Close
+	wake     chan struct{} // an event not read from the socket (bind, peer end); cap 1
+	bound    chan struct{} // a connection was installed; cap 1
+	relisten chan struct{} // listen only: the connection ended; cap 1
+	done     chan struct{} // closed by Close
+	rsem     chan struct{} // the reader role, held by one Wait at a time; cap 1
 
 	closed atomic.Bool           // Close was called
 	broken atomic.Pointer[error] // the peer broke the protocol
@@ -62,12 +68,20 @@ type evtChan struct {
 	refs    int               // 1 until Close, +1 per unmap notify naming it
 	remote  uint32            // peer's port while bound
 
-	sendMu    sync.Mutex    // serialises writes on conn, guards conn/fd
-	conn      *net.UnixConn // current connection, nil while unbound
-	fd        int           // conn's descriptor for Notify, -1 while unbound
-	localDrop bool          // we closed conn ourselves
+	sendMu  sync.Mutex    // serialises writes on conn, guards conn/fd/dropped
+	conn    *net.UnixConn // current connection, nil while unbound
+	fd      int           // conn's descriptor for Notify, -1 while unbound
+	dropped *net.UnixConn // the last connection we closed ourselves
 
-	wg sync.WaitGroup // the reader goroutine
+	// Reader state, owned by the holder of rsem.
+	rconn     *net.UnixConn // the connection dec and sess belong to
+	dec       streamDecoder
+	sess      session
+	rbuf      [512]byte
+	watchDone <-chan struct{} // Done of the context watched for cancellation
+	watchStop func() bool
+
+	wg sync.WaitGroup // the accepting goroutine
 }
 
 var _ vchan.EventChannel = (*evtChan)(nil)
@@ -93,8 +107,11 @@ func (b *Backend) newChan(peer vchan.DomID, listen bool) (*evtChan, error) {
 		port:   port,
 		peer:   peer,
 		listen: listen,
-		wake:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		bound:    make(chan struct{}, 1),
+		relisten: make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		rsem:     make(chan struct{}, 1),
 		refs:   1,
 		fd:     -1,
 	}
@@ -135,7 +152,7 @@ func (b *Backend) AllocUnbound(peer vchan.DomID) (vchan.EventChannel, error) {
 		return nil, fmt.Errorf("shm: alloc unbound port for %d: %w", peer, err)
 	}
 	c.wg.Add(1)
-	go c.run(nil)
+	go c.acceptLoop()
 	return c, nil
 }
 
@@ -174,10 +191,8 @@ func (b *Backend) Bind(peer vchan.DomID, remotePort uint32) (vchan.EventChannel,
 	c.mu.Lock()
 	c.remote = remotePort
 	c.mu.Unlock()
-	c.install(conn)
+	c.install(conn, nil)
 	c.signal()
-	c.wg.Add(1)
-	go c.run(conn)
 	return c, nil
 }
 
@@ -240,9 +255,11 @@ func refusalText(code uint32) string {
 	return fmt.Sprintf("code %d", code)
 }
 
-// install makes conn the channel's connection and sends it our unmap
-// notices.
-func (c *evtChan) install(conn *net.UnixConn) {
+// install makes conn the channel's connection and sends it prefix (the
+// handshake reply, for a listening port) followed by our unmap notices, in
+// one write: a binder's Bind returns only after reading the reply, so the
+// notices are on their way before the binder can do anything else.
+func (c *evtChan) install(conn *net.UnixConn, prefix []byte) {
 	fd := -1
 	if rc, err := conn.SyscallConn(); err == nil {
 		rc.Control(func(p uintptr) { fd = int(p) })
@@ -251,8 +268,9 @@ func (c *evtChan) install(conn *net.UnixConn) {
 	defer c.mu.Unlock()
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
-	c.conn, c.fd, c.localDrop = conn, fd, false
-	var buf []byte
+	c.conn, c.fd = conn, fd
+	signal(c.bound)
+	buf := prefix
 	for _, n := range c.notices {
 		buf = n.append(buf, tokNotice)
 	}
@@ -280,38 +298,25 @@ func (c *evtChan) dropLocked() {
 	if c.conn == nil {
 		return
 	}
-	c.localDrop = true
+	c.dropped = c.conn
 	c.conn.Close()
 	c.conn, c.fd = nil, -1
 }
 
-// run is the channel's goroutine: for a listening port it accepts binders
-// one after another; for each connection it reads the token stream until
-// the connection ends.
-func (c *evtChan) run(conn *net.UnixConn) {
+// acceptLoop is a listening channel's goroutine: it accepts a binder,
+// hands the connection over, and once Wait saw the connection end and
+// listened again (see ended), accepts the next. It exits on Close.
+func (c *evtChan) acceptLoop() {
 	defer c.wg.Done()
 	for {
-		if c.listen {
-			conn = c.accept()
-			if conn == nil {
-				return
-			}
-			c.install(conn)
-		}
-		c.serve(conn)
-		if !c.listen || c.closed.Load() || c.broken.Load() != nil {
+		conn, reply := c.accept()
+		if conn == nil {
 			return
 		}
-		c.mu.Lock()
-		if c.closed.Load() {
-			c.mu.Unlock()
-			return
-		}
-		c.remote = 0
-		err := c.listenLocked()
-		c.mu.Unlock()
-		if err != nil {
-			c.fail(fmt.Errorf("shm: port %d: listen again: %w", c.port, err))
+		c.install(conn, reply)
+		select {
+		case <-c.relisten:
+		case <-c.done:
 			return
 		}
 	}
@@ -320,28 +325,28 @@ func (c *evtChan) run(conn *net.UnixConn) {
 // accept waits for a binder from c.peer, answers its hello and closes the
 // listener: a bound port takes no more binders. It returns nil when the
 // listener was closed by Close.
-func (c *evtChan) accept() *net.UnixConn {
+func (c *evtChan) accept() (*net.UnixConn, []byte) {
 	c.mu.Lock()
 	ln := c.ln
 	c.mu.Unlock()
 	if ln == nil {
-		return nil
+		return nil, nil
 	}
 	for {
 		conn, err := ln.AcceptUnix()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				return nil
+				return nil, nil
 			}
 			// Out of descriptors and the like: back off a little.
 			select {
 			case <-c.done:
-				return nil
+				return nil, nil
 			case <-time.After(10 * time.Millisecond):
 			}
 			continue
 		}
-		remote, ok := c.handshake(conn)
+		remote, reply, ok := c.handshake(conn)
 		if !ok {
 			conn.Close()
 			continue
@@ -350,27 +355,28 @@ func (c *evtChan) accept() *net.UnixConn {
 		if c.closed.Load() {
 			c.mu.Unlock()
 			conn.Close()
-			return nil
+			return nil, nil
 		}
 		c.remote = remote
 		c.ln = nil
 		c.mu.Unlock()
 		ln.Close()
-		return conn
+		return conn, reply
 	}
 }
 
-// handshake reads a binder's hello and accepts or refuses it.
-func (c *evtChan) handshake(conn *net.UnixConn) (remote uint32, ok bool) {
+// handshake reads a binder's hello. It answers a refusal itself; for an
+// accepted binder it returns the reply for install to send.
+func (c *evtChan) handshake(conn *net.UnixConn) (remote uint32, reply []byte, ok bool) {
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	defer conn.SetDeadline(time.Time{})
 	var buf [helloLen]byte
 	if _, err := io.ReadFull(conn, buf[:]); err != nil {
-		return 0, false
+		return 0, nil, false
 	}
 	h, err := parseHello(buf[:])
 	if err != nil || h.typ != msgHello {
-		return 0, false
+		return 0, nil, false
 	}
 	code := uint32(refuseNone)
 	switch {
@@ -379,24 +385,23 @@ func (c *evtChan) handshake(conn *net.UnixConn) (remote uint32, ok bool) {
 	case h.arg != c.port:
 		code = refuseWrongPort
 	}
-	reply := hello{typ: msgAccept, domain: uint16(c.b.self), port: c.port, arg: code}
-	if code != refuseNone {
-		reply.typ = msgRefuse
+	r := hello{typ: msgAccept, domain: uint16(c.b.self), port: c.port, arg: code}
+	if code == refuseNone {
+		return h.port, r.append(nil), true
 	}
-	if _, err := conn.Write(reply.append(buf[:0])); err != nil {
-		return 0, false
-	}
-	return h.port, code == refuseNone
+	r.typ = msgRefuse
+	conn.Write(r.append(buf[:0]))
+	return 0, nil, false
 }
 
-// session is the state of one connection seen by the reader.
+// session is what the reader learned on one connection.
 type session struct {
-	c       *evtChan
 	notices map[notice]bool // the peer's unmap notices
+	events  bool            // an event token in the current batch
 	err     error
 }
 
-func (s *session) event() { s.c.signal() }
+func (s *session) event() { s.events = true }
 
 func (s *session) notice(n notice, cancel bool) {
 	if cancel {
@@ -412,60 +417,21 @@ func (s *session) notice(n notice, cancel bool) {
 
 func (s *session) bye() {}
 
-// serve reads conn until it ends. An end without the peer's bye, and not
-// caused by us, is the peer's death: its unmap notices are carried out here.
-func (c *evtChan) serve(conn *net.UnixConn) {
-	s := &session{c: c, notices: make(map[notice]bool)}
-	var dec streamDecoder
-	var buf [512]byte
-	var perr error
-	for {
-		n, err := conn.Read(buf[:])
-		if n > 0 {
-			perr = dec.feed(buf[:n], s)
-			if perr == nil {
-				perr = s.err
-			}
-			if perr != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	c.sendMu.Lock()
-	local := c.localDrop
-	if c.conn == conn {
-		c.dropLocked()
-	}
-	c.sendMu.Unlock()
-	conn.Close()
-	if perr != nil {
-		c.fail(fmt.Errorf("shm: port %d, peer %d: %w", c.port, c.peer, perr))
-		return
-	}
-	if !dec.bye && !local {
-		for n := range s.notices {
-			c.b.clearByte(n)
-		}
-		c.signal()
-	}
-}
-
 // fail marks the channel broken and wakes Wait, which reports err.
 func (c *evtChan) fail(err error) {
 	c.broken.CompareAndSwap(nil, &err)
-	c.signal()
+	signal(c.wake)
 }
 
-// signal makes one event pending (events coalesce).
-func (c *evtChan) signal() {
+// signal makes one token pending on a 1-buffered channel (tokens coalesce).
+func signal(ch chan struct{}) {
 	select {
-	case c.wake <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
+
+func (c *evtChan) signal() { signal(c.wake) }
 
 // Port is the local port number.
 func (c *evtChan) Port() uint32 { return c.port }
@@ -505,27 +471,188 @@ func (c *evtChan) kick() error {
 
 // Wait blocks until an event arrived since the previous Wait returned, ctx
 // is done (ctx.Err()), the channel is closed (net.ErrClosed) or the peer
-// broke the protocol (an error wrapping ErrProtocol).
+// broke the protocol (an error wrapping ErrProtocol). The end of the
+// connection counts as an event: if the peer died, its unmap notices have
+// been carried out by then.
+//
+// Wait reads the event socket itself; concurrent Waits take turns at
+// reading and each event wakes one of them, as a read of a Xen event
+// channel device does.
 func (c *evtChan) Wait(ctx context.Context) error {
-	select {
-	case <-c.done:
-		return net.ErrClosed
-	default:
-	}
-	if p := c.broken.Load(); p != nil {
-		return *p
+	if err := c.waitErr(); err != nil {
+		return err
 	}
 	select {
 	case <-c.wake:
-		if p := c.broken.Load(); p != nil {
-			return *p
-		}
-		return nil
+		return c.waitErr()
+	default:
+	}
+	select {
+	case c.rsem <- struct{}{}:
+	case <-c.wake:
+		return c.waitErr()
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-c.done:
 		return net.ErrClosed
 	}
+	defer func() { <-c.rsem }()
+	return c.read(ctx)
+}
+
+// waitErr is what Wait returns on a closed or broken channel.
+func (c *evtChan) waitErr() error {
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	if p := c.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// read is Wait's reader role: read the socket until an event token, the
+// end of the connection, ctx or Close. The caller holds rsem.
+func (c *evtChan) read(ctx context.Context) error {
+	c.watch(ctx)
+	for {
+		if err := c.waitErr(); err != nil {
+			return err
+		}
+		select {
+		case <-c.wake:
+			return c.waitErr()
+		default:
+		}
+		c.sendMu.Lock()
+		conn := c.conn
+		c.sendMu.Unlock()
+		if conn == nil {
+			select {
+			case <-c.bound:
+				continue
+			case <-c.wake:
+				return c.waitErr()
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-c.done:
+				return net.ErrClosed
+			}
+		}
+		if conn != c.rconn {
+			c.rconn = conn
+			c.dec = streamDecoder{}
+			if c.sess.notices == nil {
+				c.sess.notices = make(map[notice]bool)
+			}
+			clear(c.sess.notices)
+			c.sess.err = nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := conn.Read(c.rbuf[:])
+		c.sess.events = false
+		if n > 0 {
+			perr := c.dec.feed(c.rbuf[:n], &c.sess)
+			if perr == nil {
+				perr = c.sess.err
+			}
+			if perr != nil {
+				c.sendMu.Lock()
+				if c.conn == conn {
+					c.dropLocked()
+				}
+				c.sendMu.Unlock()
+				c.rconn = nil
+				c.fail(fmt.Errorf("shm: port %d, peer %d: %w", c.port, c.peer, perr))
+				return c.waitErr()
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// Set by watch's interrupt (this or an earlier context) or by
+			// Close; clear it and look again.
+			conn.SetReadDeadline(time.Time{})
+		default:
+			if c.ended(conn) {
+				return c.waitErr()
+			}
+			continue
+		}
+		if c.sess.events {
+			return nil
+		}
+	}
+}
+
+// ended handles the end of conn, seen by the reader: unless the peer said
+// goodbye or we closed it ourselves, the peer died, and its unmap notices
+// are carried out here, as Xen's kernel would have done in the dead
+// domain. It reports whether the peer died: that, like the kernel's unmap
+// notify, is an event; an orderly close is not.
+func (c *evtChan) ended(conn *net.UnixConn) bool {
+	c.sendMu.Lock()
+	local := c.dropped == conn
+	if c.conn == conn {
+		c.dropLocked()
+	}
+	c.sendMu.Unlock()
+	conn.Close()
+	died := !c.dec.bye && !local
+	if died {
+		for n := range c.sess.notices {
+			c.b.clearByte(n)
+		}
+	}
+	clear(c.sess.notices)
+	c.rconn = nil
+	if c.listen {
+		// The port is unbound again, for the same peer, from now on.
+		c.mu.Lock()
+		var err error
+		if !c.closed.Load() {
+			c.remote = 0
+			err = c.listenLocked()
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.fail(fmt.Errorf("shm: port %d: listen again: %w", c.port, err))
+		}
+		signal(c.relisten)
+	}
+	return died
+}
+
+// watch arranges for a Read blocked in Wait to be interrupted when ctx is
+// done. The registration is kept from one Wait to the next while the
+// context stays the same (the usual case: one long-lived waiter), so the
+// hot path allocates nothing. The caller holds rsem.
+func (c *evtChan) watch(ctx context.Context) {
+	done := ctx.Done()
+	if done == nil || done == c.watchDone {
+		return
+	}
+	c.unwatch()
+	c.watchDone = done
+	c.watchStop = context.AfterFunc(ctx, c.interrupt)
+}
+
+func (c *evtChan) unwatch() {
+	if c.watchStop != nil {
+		c.watchStop()
+	}
+	c.watchDone, c.watchStop = nil, nil
+}
+
+// interrupt makes a pending Read of the connection return at once.
+func (c *evtChan) interrupt() {
+	c.sendMu.Lock()
+	if c.conn != nil {
+		c.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+	c.sendMu.Unlock()
 }
 
 // Close unbinds the port and wakes a pending Wait. If an unmap notify of a
@@ -546,6 +673,11 @@ func (c *evtChan) Close() error {
 	if ln != nil {
 		ln.Close()
 	}
+	// Wake a Wait blocked in Read, wait for it to leave and keep the
+	// reader role for good.
+	c.interrupt()
+	c.rsem <- struct{}{}
+	c.unwatch()
 	c.release()
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -283,7 +284,9 @@ func TestBackendCloseUnmapsAndUnbinds(t *testing.T) {
 	defer mp.Close()
 	drain(t, cch)
 
-	before := runtime.NumGoroutine()
+	if n := chanGoroutines(); n != 1 {
+		t.Errorf("%d channel goroutines before close, want 1 (the acceptor)", n)
+	}
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +300,14 @@ func TestBackendCloseUnmapsAndUnbinds(t *testing.T) {
 	if _, err := srv.Share(2, 1); err == nil {
 		t.Error("Share after Close succeeded")
 	}
-	if after := runtime.NumGoroutine(); after >= before {
-		t.Errorf("goroutines: %d before close, %d after", before, after)
+	if n := chanGoroutines(); n != 0 {
+		t.Errorf("%d channel goroutines left after close", n)
 	}
+}
+
+// chanGoroutines counts the goroutines running evtChan code.
+func chanGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "shm.(*evtChan)")
 }
