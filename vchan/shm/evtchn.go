@@ -103,17 +103,17 @@ func (b *Backend) newChan(peer vchan.DomID, listen bool) (*evtChan, error) {
 		return nil, ErrNoSpace
 	}
 	c := &evtChan{
-		b:      b,
-		port:   port,
-		peer:   peer,
-		listen: listen,
+		b:        b,
+		port:     port,
+		peer:     peer,
+		listen:   listen,
 		wake:     make(chan struct{}, 1),
 		bound:    make(chan struct{}, 1),
 		relisten: make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		rsem:     make(chan struct{}, 1),
-		refs:   1,
-		fd:     -1,
+		refs:     1,
+		fd:       -1,
 	}
 	if listen {
 		c.path = b.portPath(b.self, port)
