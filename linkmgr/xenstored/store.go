@@ -364,6 +364,9 @@ func (o *op) setPerms(path string, perms []xenstore.Perm) syscall.Errno {
 	}
 	nn := n.clone()
 	nn.perms = slices.Clone(perms)
+	if o.dom != 0 && nn.size() > quotaNodeSize {
+		return syscall.ENOSPC
+	}
 	o.v.put(path, nn)
 	o.changes = append(o.changes, change{path: path, perms: nn.perms, oldPerms: n.perms, parentPerms: o.parentPerms(path)})
 	return 0
