@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Operation names used in errors.
@@ -242,8 +243,11 @@ func (c *Client) roundTrip(ctx context.Context, op Op, txID uint32, payload []by
 	c.pending[id] = cl
 	c.mu.Unlock()
 
-	if err := c.send(&Message{Op: op, ReqID: id, TxID: txID, Payload: payload}); err != nil {
+	if err := c.send(ctx, &Message{Op: op, ReqID: id, TxID: txID, Payload: payload}); err != nil {
 		c.fail(err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("xenstore %s %s: %w: %w", name, path, ctx.Err(), c.closedErr("", ""))
+		}
 		return nil, c.closedErr(name, path)
 	}
 	var m *Message
@@ -293,8 +297,18 @@ func (c *Client) allocIDLocked() uint32 {
 	}
 }
 
-// send writes one whole message with a single Write call.
-func (c *Client) send(m *Message) error {
+// writeDeadliner is implemented by connections whose writes can be
+// interrupted (net.Conn, *os.File on the poller).
+type writeDeadliner interface {
+	SetWriteDeadline(t time.Time) error
+}
+
+// send writes one whole message with a single Write call. If ctx ends while
+// the write is blocked (the server stopped reading), the write is
+// interrupted through a past deadline where the connection supports that;
+// the caller then breaks the connection, since part of a message may have
+// been sent.
+func (c *Client) send(ctx context.Context, m *Message) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	b, err := m.AppendMarshal(c.wbuf[:0])
@@ -302,7 +316,28 @@ func (c *Client) send(m *Message) error {
 		return err
 	}
 	c.wbuf = b
+	wd, ok := c.rw.(writeDeadliner)
+	if !ok || ctx.Done() == nil {
+		_, err = c.rw.Write(b)
+		return err
+	}
+	var mu sync.Mutex
+	finished := false
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !finished {
+			wd.SetWriteDeadline(time.Now())
+		}
+	})
 	_, err = c.rw.Write(b)
+	mu.Lock()
+	finished = true
+	mu.Unlock()
+	if !stop() {
+		// The interrupt ran; undo it for the next writer.
+		wd.SetWriteDeadline(time.Time{})
+	}
 	return err
 }
 

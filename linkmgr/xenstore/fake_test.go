@@ -394,3 +394,27 @@ func TestDeviceQuirks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestServerStopsReading checks that a call whose request cannot be written
+// (the server does not read) still ends with its context, and that the
+// connection, now possibly holding part of a message, is closed.
+func TestServerStopsReading(t *testing.T) {
+	checkLeaks(t)
+	a, b := net.Pipe() // unbuffered: every write blocks until the other end reads
+	defer b.Close()
+	c := xenstore.NewClient(a)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Read(ctx, "/x")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("blocked call: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("blocked call took %v", d)
+	}
+	if _, err := c.Read(ctxT(t), "/x"); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("call after an interrupted write: %v", err)
+	}
+}
