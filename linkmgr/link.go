@@ -180,6 +180,17 @@ func (l *link) fail(cause error, reason proto.Reason, tell bool) {
 	ep := l.ep
 	l.mu.Unlock()
 
+	entry := l.log.WithError(cause).WithFields(logrus.Fields{"conns": len(conns), "reason": reason.String()})
+	switch {
+	case reason == proto.ReasonProtocol || reason == proto.ReasonCredit:
+		entry.Warn("link torn down: peer broke the protocol")
+	case reason == proto.ReasonIdle || reason == proto.ReasonShutdown:
+		entry.Info("link down")
+	case !wasUp:
+		entry.Debug("link setup abandoned")
+	default:
+		entry.Warn("link torn down")
+	}
 	l.m.unlinkPeer(l)
 	if tell && ep != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), disconnectBudget)
@@ -198,15 +209,6 @@ func (l *link) fail(cause error, reason proto.Reason, tell bool) {
 		c.resetBy(err)
 	}
 	l.setupDone(fmt.Errorf("%w: %v", errLinkLost, cause))
-	entry := l.log.WithError(cause).WithFields(logrus.Fields{"conns": len(conns), "reason": reason.String()})
-	switch {
-	case !wasUp:
-		entry.Debug("link setup abandoned")
-	case reason == proto.ReasonIdle || reason == proto.ReasonShutdown:
-		entry.Info("link down")
-	default:
-		entry.Warn("link torn down")
-	}
 }
 
 // wait stops the link's goroutines' owner: it returns once they exited.
