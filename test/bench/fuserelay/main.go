@@ -177,6 +177,7 @@ func (f *relayFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint
 	if acc != syscall.O_RDONLY {
 		return nil, 0, syscall.EACCES
 	}
+	f.ch.openReader()
 	return &readHandle{ch: f.ch}, streamFlags, 0
 }
 
@@ -229,6 +230,7 @@ type channel struct {
 	changed   chan struct{} // closed and replaced on every state change
 	buf       []byte
 	head, n   int // read position and bytes buffered
+	readers   int
 	writers   int
 	hadWriter bool
 	closed    bool
@@ -255,17 +257,31 @@ func (c *channel) openWriter() {
 func (c *channel) closeWriter() {
 	c.mu.Lock()
 	c.writers--
+	c.resetIfIdleLocked()
 	c.broadcastLocked()
 	c.mu.Unlock()
 }
 
-// readerGone resets an exhausted channel so that it can be used again.
+func (c *channel) openReader() {
+	c.mu.Lock()
+	c.readers++
+	c.mu.Unlock()
+}
+
 func (c *channel) readerGone() {
 	c.mu.Lock()
-	if c.writers == 0 && c.n == 0 {
+	c.readers--
+	c.resetIfIdleLocked()
+	c.mu.Unlock()
+}
+
+// resetIfIdleLocked makes a drained channel that nobody has open ready for
+// the next pair of opens: its next reader waits for a new writer instead of
+// seeing the EOF of the previous one.
+func (c *channel) resetIfIdleLocked() {
+	if c.readers == 0 && c.writers == 0 && c.n == 0 {
 		c.hadWriter = false
 	}
-	c.mu.Unlock()
 }
 
 func (c *channel) shutdown() {
