@@ -42,6 +42,8 @@ type mountConfig struct {
 	debugFuse      bool
 	idleTimeout    time.Duration
 	connectTimeout time.Duration
+	ringSize       int
+	window         int
 }
 
 func parseMountFlags(args []string, stderr io.Writer) (*mountConfig, error) {
@@ -54,6 +56,8 @@ func parseMountFlags(args []string, stderr io.Writer) (*mountConfig, error) {
 	fs.BoolVar(&c.debugFuse, "debug-fuse", false, "log every FUSE request")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 0, "tear a link down after it carried no connection this long (0: the link manager's default)")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 0, "give up setting up a link after this long (0: the link manager's default)")
+	fs.IntVar(&c.ringSize, "ring-size", 0, "bytes of each ring of the links this domain serves (0: the link manager's default)")
+	fs.IntVar(&c.window, "window", 0, "receive buffer per connection in bytes (0: the link manager's default)")
 	lvl := logLevelFlag(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -78,6 +82,9 @@ func parseMountFlags(args []string, stderr io.Writer) (*mountConfig, error) {
 	}
 	if c.idleTimeout < 0 || c.connectTimeout < 0 {
 		return nil, usageErrorf("mount: timeouts must not be negative")
+	}
+	if c.ringSize < 0 || c.ringSize > vchan.MaxRingSize || c.window < 0 {
+		return nil, usageErrorf("mount: --ring-size must be 0..%d and --window not negative", vchan.MaxRingSize)
 	}
 	return c, nil
 }
@@ -144,6 +151,8 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Log:            dlog.WithField("backend", c.backend),
 		IdleTimeout:    c.idleTimeout,
 		ConnectTimeout: c.connectTimeout,
+		RingSize:       c.ringSize,
+		Window:         c.window,
 	})
 	if err != nil {
 		return fmt.Errorf("link manager: %w", err)

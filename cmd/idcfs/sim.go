@@ -36,6 +36,8 @@ type simConfig struct {
 	debugFuse    bool
 	idleTimeout  time.Duration
 	readyTimeout time.Duration
+	ringSize     int
+	window       int
 }
 
 func parseSimFlags(args []string, stderr io.Writer) (*simConfig, error) {
@@ -44,6 +46,8 @@ func parseSimFlags(args []string, stderr io.Writer) (*simConfig, error) {
 	fs.StringVar(&c.dir, "dir", "", "directory of the simulated host (required): sockets, shared memory, mounts dom<N>, logs")
 	fs.BoolVar(&c.debugFuse, "debug-fuse", false, "domains log every FUSE request")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 0, "passed to each domain's 'idcfs mount'")
+	fs.IntVar(&c.ringSize, "ring-size", 0, "passed to each domain's 'idcfs mount'")
+	fs.IntVar(&c.window, "window", 0, "passed to each domain's 'idcfs mount'")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", 30*time.Second, "give up if a domain's mount does not answer within this time")
 	lvl := logLevelFlag(fs)
 	pos, err := parseInterspersed(fs, args)
@@ -258,6 +262,12 @@ func (h *simHost) startDomain(id vchan.DomID) error {
 	}
 	if h.cfg.idleTimeout > 0 {
 		args = append(args, "--idle-timeout", h.cfg.idleTimeout.String())
+	}
+	if h.cfg.ringSize > 0 {
+		args = append(args, "--ring-size", strconv.Itoa(h.cfg.ringSize))
+	}
+	if h.cfg.window > 0 {
+		args = append(args, "--window", strconv.Itoa(h.cfg.window))
 	}
 	args = append(args, d.mnt)
 	d.cmd = exec.Command(h.exe, args...)

@@ -15,6 +15,7 @@
 #
 #   test/bench/fuse_bench.sh
 #   BENCH_MB=512 BENCH_RTT=5000 BENCH_RUNS=5 test/bench/fuse_bench.sh
+#   BENCH_SIM_FLAGS="--ring-size 1048576 --window 4194304" test/bench/fuse_bench.sh
 #
 # Needs root and /dev/fuse (prints SKIP and exits 0 otherwise). Exit status:
 # 0 when both targets are met, 1 when one is missed, 2 when a measurement
@@ -26,6 +27,7 @@ TOP=$(cd "$HERE/../.." && pwd)
 MB=${BENCH_MB:-1024}
 RTT_N=${BENCH_RTT:-3000}
 RUNS=${BENCH_RUNS:-3}
+SIM_FLAGS=${BENCH_SIM_FLAGS:-}
 
 if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ]; then
 	echo "SKIP: the FUSE benchmark needs root and /dev/fuse"
@@ -71,7 +73,8 @@ RELAY=$WORK/relay
 mkdir -p "$RELAY"
 "$WORK/fuserelay" "$RELAY" >"$WORK/relay.out" 2>"$WORK/relay.err" &
 RELAY_PID=$!
-"$WORK/idcfs" sim --dir "$WORK/host" --log-level warn 1 2 >"$WORK/sim.out" 2>"$WORK/sim.err" &
+# shellcheck disable=SC2086 # SIM_FLAGS is a list of flags
+"$WORK/idcfs" sim --dir "$WORK/host" --log-level warn $SIM_FLAGS 1 2 >"$WORK/sim.out" 2>"$WORK/sim.err" &
 SIM_PID=$!
 for _ in $(seq 300); do
 	grep -q '^ready' "$WORK/relay.out" 2>/dev/null && grep -q '^ready' "$WORK/sim.out" 2>/dev/null && break
@@ -148,7 +151,8 @@ i_rtt=$(echo "${idcfs_rtt[*]}" | median)
 u_rtt=$(echo "${unix_rtt[*]}" | median)
 
 echo
-echo "FUSE data path, $MB MiB per dd run (1 MiB blocks), $RTT_N one-byte round trips, median of $RUNS runs, $(nproc) CPUs"
+echo "FUSE data path, $MB MiB per dd run (1 MiB blocks), $RTT_N one-byte round trips, median of $RUNS runs, $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -z "$SIM_FLAGS" ] || echo "idcfs sim flags: $SIM_FLAGS"
 printf '%-34s %12s %16s\n' "" "MB/s" "round trip µs"
 printf '%-34s %12s %16s\n' "idcfs (dom2 -> dom1, sim, shm)" "$i_tp" "$i_rtt"
 printf '%-34s %12s %16s\n' "FUSE relay (one daemon)" "$r_tp" "$r_rtt"
