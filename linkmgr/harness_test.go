@@ -61,7 +61,9 @@ func newTestLog(t testing.TB) (*logrus.Entry, *testLogger) {
 	l := logrus.New()
 	l.Out = w
 	l.Level = logrus.InfoLevel
-	if testing.Verbose() {
+	if _, bench := t.(*testing.B); bench {
+		l.Level = logrus.WarnLevel
+	} else if testing.Verbose() {
 		l.Level = logrus.DebugLevel
 	}
 	l.Formatter = &logrus.TextFormatter{DisableTimestamp: true}

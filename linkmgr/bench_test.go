@@ -1,0 +1,239 @@
+package linkmgr
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"idcfs/proto"
+	"idcfs/vchan"
+)
+
+// benchBackends are the backends benchmarked: the in-process heap and the
+// cross-process shm (used here within one process).
+var benchBackends = []string{"heap", "shm"}
+
+// benchPair returns two link managers (dom 1 and dom 2) on the named
+// backend and the two backends, for the raw baseline.
+func benchPair(b *testing.B, backend string) (m1, m2 *Manager, be1, be2 vchan.Backend) {
+	h := newTestHost(b, []vchan.DomID{1, 2})
+	switch backend {
+	case "heap":
+		be1, be2 = h.heap.Domain(1), h.heap.Domain(2)
+	case "shm":
+		dir := shmDir(b)
+		be1, be2 = shmBackend(b, dir, 1), shmBackend(b, dir, 2)
+	}
+	m1 = h.manager(1, func(c *Config) { c.Backend = be1 })
+	m2 = h.manager(2, func(c *Config) { c.Backend = be2 })
+	return m1, m2, be1, be2
+}
+
+// rawThroughput moves total bytes over a bare vchan (same backend, same
+// ring size as a link) in 64 KiB writes and returns bytes per second.
+func rawThroughput(b *testing.B, be1, be2 vchan.Backend, total int) float64 {
+	srv, err := vchan.NewServer(be1, 2, DefaultRingSize, DefaultRingSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := vchan.NewClient(be2, 1, srv.RingRef(), srv.Port())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
+	if err := srv.WaitConnected(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	go func() {
+		buf := make([]byte, 64<<10)
+		for sent := 0; sent < total; sent += len(buf) {
+			if _, err := srv.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 256<<10)
+	for got := 0; got < total; {
+		n, err := cli.Read(buf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got += n
+	}
+	return float64(total) / time.Since(start).Seconds()
+}
+
+// streams is a set of established connections of one link, with their
+// buffers, reused for every transfer.
+type streams struct {
+	c, s []*Conn
+	wbuf [][]byte
+	rbuf [][]byte
+}
+
+func openStreams(b *testing.B, dialer *Manager, ln *Listener, peer vchan.DomID, conns int) *streams {
+	st := &streams{}
+	ctx := context.Background()
+	for range conns {
+		c, err := dialer.Dial(ctx, peer, ln.Port())
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := ln.Accept(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st.c, st.s = append(st.c, c), append(st.s, s)
+		st.wbuf = append(st.wbuf, make([]byte, 1<<20))
+		st.rbuf = append(st.rbuf, make([]byte, 256<<10))
+	}
+	b.Cleanup(func() {
+		for i := range st.c {
+			st.c[i].Close()
+			st.s[i].Close()
+		}
+	})
+	return st
+}
+
+// move sends total bytes split over the connections and waits until all
+// arrived.
+func (st *streams) move(b *testing.B, total int) {
+	per := total / len(st.c)
+	var wg sync.WaitGroup
+	for i := range st.c {
+		c, s, wbuf, rbuf := st.c[i], st.s[i], st.wbuf[i], st.rbuf[i]
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for sent := 0; sent < per; {
+				n := min(len(wbuf), per-sent)
+				if _, err := c.Write(wbuf[:n]); err != nil {
+					b.Error(err)
+					return
+				}
+				sent += n
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for got := 0; got < per; {
+				n, err := s.Read(rbuf)
+				if err != nil {
+					b.Errorf("received %d of %d: %v", got, per, err)
+					return
+				}
+				got += n
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// BenchmarkThroughput reports link throughput with one and with 64
+// connections as a ratio to a bare vchan's throughput on the same backend
+// and ring size ("x-raw"). The two are measured alternately in the same
+// run, so that load from elsewhere on the machine hits both alike; ns/op
+// and MB/s are the link's alone.
+func BenchmarkThroughput(b *testing.B) {
+	const total = 32 << 20
+	for _, backend := range benchBackends {
+		for _, conns := range []int{1, 64} {
+			b.Run(backend+"/conns="+itoa(vchan.DomID(conns)), func(b *testing.B) {
+				m1, m2, be1, be2 := benchPair(b, backend)
+				ln, err := m1.Listen(1, 128)
+				if err != nil {
+					b.Fatal(err)
+				}
+				st := openStreams(b, m2, ln, 1, conns)
+				st.move(b, 1<<20) // warm up
+				var rawTime, linkTime time.Duration
+				b.SetBytes(total)
+				b.ResetTimer()
+				for b.Loop() {
+					b.StopTimer()
+					rawTime += time.Duration(float64(time.Second) * float64(total) / rawThroughput(b, be1, be2, total))
+					b.StartTimer()
+					start := time.Now()
+					st.move(b, total)
+					linkTime += time.Since(start)
+				}
+				b.ReportMetric(float64(rawTime)/float64(linkTime), "x-raw")
+				b.ReportMetric(float64(total)*float64(b.N)/rawTime.Seconds()/1e6, "raw-MB/s")
+			})
+		}
+	}
+}
+
+// BenchmarkConnect measures opening (and closing) a connection on a link
+// that is up, and on a fresh link (set up for every connection), with the
+// raw CONNECT round trip as the ratio base.
+func BenchmarkConnect(b *testing.B) {
+	for _, backend := range benchBackends {
+		b.Run(backend+"/existing-link", func(b *testing.B) {
+			m1, m2, _, _ := benchPair(b, backend)
+			ln, _ := m1.Listen(1, 0)
+			ctx := context.Background()
+			connect := func() {
+				c, err := m2.Dial(ctx, 1, 1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s, err := ln.Accept(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+				s.Close()
+			}
+			connect()
+			b.ReportAllocs()
+			for b.Loop() {
+				connect()
+			}
+		})
+		b.Run(backend+"/fresh-link", func(b *testing.B) {
+			m1, m2, _, _ := benchPair(b, backend)
+			ln, _ := m1.Listen(1, 0)
+			ctx := context.Background()
+			for b.Loop() {
+				c, err := m2.Dial(ctx, 1, 1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s, err := ln.Accept(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+				s.Close()
+				b.StopTimer()
+				dropLinks(b, m1, m2)
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// dropLinks tears down every link of the managers and waits until both
+// sides forgot them.
+func dropLinks(tb testing.TB, ms ...*Manager) {
+	for _, m := range ms {
+		for _, l := range *m.links.Load() {
+			l.fail(errors.New("dropped by the benchmark"), proto.ReasonIdle, true)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, m := range ms {
+		for len(m.Links()) != 0 {
+			if time.Now().After(deadline) {
+				tb.Fatal("links not torn down")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
