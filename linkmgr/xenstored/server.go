@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"github.com/sirupsen/logrus"
 
@@ -68,12 +69,13 @@ func (s *Server) opLocked(v view, dom uint32) *op {
 
 // Listen creates a Unix socket at path (mode 0600, as xenstored's) whose
 // every connection speaks for domain dom (0 = privileged), and serves it in
-// the background until Close. The socket file is removed on Close.
+// the background until Close. A stale socket file (nobody accepts on it) is
+// replaced; a live one gives an error. The socket file is removed on Close.
 func (s *Server) Listen(path string, dom uint32) error {
 	if dom > xenstore.MaxDomID {
 		return ErrBadDomain
 	}
-	l, err := net.Listen("unix", path)
+	l, err := listenUnix(path)
 	if err != nil {
 		return err
 	}
@@ -93,6 +95,32 @@ func (s *Server) Listen(path string, dom uint32) error {
 		}
 	}()
 	return nil
+}
+
+// listenUnix listens on a Unix socket at path. A socket file left behind by
+// a process that is gone (connecting to it is refused) is replaced; a live
+// one is not.
+func listenUnix(path string) (net.Listener, error) {
+	l, err := net.Listen("unix", path)
+	if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+		return l, err
+	}
+	fi, serr := os.Lstat(path)
+	if serr != nil || fi.Mode().Type() != os.ModeSocket {
+		return nil, err
+	}
+	c, derr := net.Dial("unix", path)
+	if derr == nil {
+		c.Close()
+		return nil, err // someone is serving there
+	}
+	if !errors.Is(derr, syscall.ECONNREFUSED) {
+		return nil, err
+	}
+	if rerr := os.Remove(path); rerr != nil {
+		return nil, err
+	}
+	return net.Listen("unix", path)
 }
 
 // Serve accepts connections on l, each speaking for domain dom, until l is

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -278,7 +279,25 @@ func TestListenAndServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := s.Listen(sock, 0); err == nil {
-		t.Fatal("second Listen on the same path succeeded")
+		t.Fatal("second Listen on a live socket succeeded")
+	}
+	// A socket file nobody serves any more is replaced.
+	stale := filepath.Join(dir, "stale")
+	sl, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl.(*net.UnixListener).SetUnlinkOnClose(false)
+	sl.Close()
+	if err := s.Listen(stale, 0); err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	// Anything else in the way is left alone.
+	if err := os.WriteFile(filepath.Join(dir, "file"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(filepath.Join(dir, "file"), 0); err == nil {
+		t.Fatal("Listen replaced a regular file")
 	}
 	l, err := net.Listen("unix", filepath.Join(dir, "served"))
 	if err != nil {
