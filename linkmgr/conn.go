@@ -54,6 +54,7 @@ type Conn struct {
 	waiter     []byte // buffer of a blocked Read, for direct handoff
 	waitN      int    // bytes handed off into waiter
 	handoff    bool   // the link reader is filling waiter right now
+	rwaitBusy  bool   // a Read waits for the handoff to finish
 	rEOF       bool   // peer shut down its sending side
 	closed     bool   // Close or Reset was called here
 	wShut      bool   // we sent SHUTDOWN(write)
@@ -65,6 +66,7 @@ type Conn struct {
 	wpend        []byte // buffer of the Write in progress
 	woff         int    // bytes of wpend already on the ring
 	wbusy        bool   // the link writer is sending a frame of wpend
+	wwaitBusy    bool   // a Write waits for that frame to finish
 	queued       bool   // in the link's data queue
 	creditQueued bool   // in the link's credit queue
 	wfail        error  // why writes fail from now on
@@ -271,12 +273,14 @@ func (c *Conn) read(ctx context.Context, p []byte) (int, error) {
 			// The link reader is copying into p: it must finish before p
 			// is given back. If this Read is giving up, ask the reader not
 			// to wait for more bytes of the frame.
+			c.rwaitBusy = true
 			c.mu.Unlock()
 			if cancelled != nil {
 				c.l.interruptHandoff()
 			}
 			<-c.rsig
 			c.mu.Lock()
+			c.rwaitBusy = false
 		}
 		n := c.waitN
 		c.waiter, c.waitN = nil, 0
@@ -300,7 +304,7 @@ func (c *Conn) consumedLocked(n int) bool {
 	if c.resetErr != nil || c.rEOF || c.closed {
 		return false
 	}
-	return c.fwdCnt-c.sentFwd >= uint64(c.window/4)
+	return c.fwdCnt-c.sentFwd >= uint64(c.window/2)
 }
 
 func (c *Conn) afterRead(n int, credit bool) {
@@ -371,6 +375,11 @@ func (c *Conn) write(ctx context.Context, p []byte) (int, error) {
 		}
 		if c.wbusy {
 			// A frame of p is being copied onto the ring; wait for it.
+			c.wwaitBusy = true
+			l.mu.Unlock()
+			<-c.wsig
+			l.mu.Lock()
+			c.wwaitBusy = false
 			l.mu.Unlock()
 			continue
 		}

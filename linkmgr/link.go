@@ -21,7 +21,7 @@ const (
 	roleClient       = "client"
 	roleLoopServer   = "loopback-server"
 	roleLoopClient   = "loopback-client"
-	readBufSize      = 8 << 10 // link reader's buffer: headers and small frames
+	readBufSize      = 1 << 10 // link reader's buffer: headers and small frames; payload beyond it goes straight to its destination
 	disconnectBudget = 200 * time.Millisecond
 )
 
@@ -370,8 +370,13 @@ func (l *link) writer() {
 				c.bytesOut.Add(uint64(len(payload)))
 				l.scheduleLocked(c)
 			}
+			// Wake the Write only when it has something to do: its data is
+			// all out, or it waits for this frame to finish to give up.
+			wake := c.woff == len(c.wpend) || c.wwaitBusy || err != nil
 			l.mu.Unlock()
-			signal(c.wsig)
+			if wake {
+				signal(c.wsig)
+			}
 		}
 		if err != nil {
 			l.fail(fmt.Errorf("ring write: %w", err), proto.ReasonNormal, false)
@@ -684,8 +689,8 @@ func (l *link) onData(fr *frameReader, h proto.Header) error {
 			for len(src) > 0 {
 				dst, dest := c.reserve(len(src), fr.scratch)
 				m := copy(dst, src)
-				c.commit(m, dest)
 				src = src[m:]
+				c.commit(m, dest, k == n && len(src) == 0)
 			}
 			fr.r += k
 			n -= k
@@ -697,8 +702,8 @@ func (l *link) onData(fr *frameReader, h proto.Header) error {
 			ctx = l.handoffCtx()
 		}
 		m, err := l.ep.ReadContext(ctx, dst)
-		c.commit(m, dest)
 		n -= m
+		c.commit(m, dest, n == 0 || err != nil)
 		if err != nil {
 			if dest == toWaiter && l.ctx.Err() == nil && ctx.Err() != nil {
 				continue // the waiting Read gave up; buffer the rest
@@ -764,20 +769,26 @@ func (c *Conn) reserve(n int, scratch []byte) ([]byte, int) {
 	return c.rbuf[c.rw : c.rw+n], toBuffer
 }
 
-// commit makes m reserved bytes visible to the reader.
-func (c *Conn) commit(m int, dest int) {
+// commit makes m reserved bytes visible to the reader. The reader is
+// woken at the end of the frame (last), when its buffer is full, or when it
+// waits for the handoff to finish, so a frame costs one wakeup.
+func (c *Conn) commit(m int, dest int, last bool) {
 	c.mu.Lock()
+	wake := last
 	switch dest {
 	case toWaiter:
 		c.handoff = false
 		c.waitN += m // counted in fwdCnt by Read when it returns them
+		wake = wake || c.waitN == len(c.waiter) || c.rwaitBusy
 	case toBuffer:
 		if !c.closed {
 			c.rw += m
 		}
 	}
 	c.mu.Unlock()
-	signal(c.rsig)
+	if wake {
+		signal(c.rsig)
+	}
 }
 
 func (l *link) onCredit(h proto.Header, body []byte) error {
