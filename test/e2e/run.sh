@@ -457,6 +457,50 @@ case_killed_domain() {
 	return 0
 }
 
+# The other subcommands on their own: the embedded Xenstore, setup, and a
+# single domain's daemon that reads its domain id from Xenstore; killed with
+# SIGKILL it leaves a stale mount, which a restarted daemon clears; SIGTERM
+# unmounts and exits 0.
+case_standalone_mount() {
+	local x=$CASE_DIR
+	timeout 60 "$IDCFS" xenstored --socket "$x/xs0" --domain "5=$x/xs5" >"$x/xsd.out" 2>"$x/xsd.err" &
+	local xsd=$! i
+	for i in $(seq 50); do grep -q '^ready' "$x/xsd.out" 2>/dev/null && break; sleep 0.1; done
+	grep -q '^ready' "$x/xsd.out" || fail "idcfs xenstored not ready: $(cat "$x/xsd.err")"
+	timeout 10 "$IDCFS" setup --xenstore "$x/xs0" 5 >"$x/setup.out" 2>&1 || fail "idcfs setup 5 failed: $(cat "$x/setup.out")"
+	local m=$x/mnt
+	timeout 60 "$IDCFS" mount --backend shm --shm-dir "$x/shm" --xenstore "$x/xs5" "$m" >"$x/m1.out" 2>"$x/m1.err" &
+	local d1=$!
+	for i in $(seq 100); do grep -q '^ready' "$x/m1.out" 2>/dev/null && break; sleep 0.1; done
+	grep -q '^ready' "$x/m1.out" || fail "first idcfs mount not ready: $(tail -n 5 "$x/m1.err")"
+	[ "$(cat "$m/self")" = 5 ] || fail "self says '$(cat "$m/self")', want 5 (read from Xenstore)"
+	# timeout's child is the daemon.
+	local pid
+	pid=$(pgrep -P "$d1") || fail "no daemon under timeout $d1"
+	kill -KILL "$pid"
+	wait "$d1" 2>/dev/null
+	stat "$m/self" >/dev/null 2>"$x/stale.err" && fail "the mount still answers after its daemon was killed"
+	grep -q "not connected" "$x/stale.err" || fail "want a stale mount (ENOTCONN), got: $(cat "$x/stale.err")"
+	echo "after SIGKILL: $(cat "$x/stale.err")"
+	timeout 60 "$IDCFS" mount --backend shm --shm-dir "$x/shm" --xenstore "$x/xs5" "$m" >"$x/m2.out" 2>"$x/m2.err" &
+	local d2=$!
+	for i in $(seq 100); do grep -q '^ready' "$x/m2.out" 2>/dev/null && break; sleep 0.1; done
+	grep -q '^ready' "$x/m2.out" || fail "restarted idcfs mount not ready over the stale mount: $(tail -n 5 "$x/m2.err")"
+	[ "$(cat "$m/self")" = 5 ] || fail "restarted daemon: self says '$(cat "$m/self")'"
+	pid=$(pgrep -P "$d2") || fail "no daemon under timeout $d2"
+	local t0
+	t0=$(date +%s%N)
+	kill -TERM "$pid"
+	wait "$d2"
+	local rc=$?
+	echo "restarted daemon stopped $((($(date +%s%N) - t0) / 1000000)) ms after SIGTERM, exit $rc"
+	[ "$rc" = 0 ] || fail "idcfs mount exited with $rc after SIGTERM"
+	awk -v w="$m" '$2 == w' /proc/mounts | grep -q . && fail "$m still mounted after SIGTERM"
+	kill -INT "$xsd"
+	wait "$xsd" || fail "idcfs xenstored exited with $? after SIGINT"
+	return 0
+}
+
 case_sim_stops_cleanly() {
 	local t0 i
 	t0=$(date +%s%N)
@@ -478,7 +522,7 @@ case_sim_stops_cleanly() {
 
 CASES="oneshot stays_bound refused unreachable request_response bulk_64mib_both_ways concurrent_40
 eof_on_peer_close epipe_after_peer_hangup sigint_blocked_accept sigint_blocked_read rm_unbinds
-status_files killed_domain sim_stops_cleanly"
+status_files killed_domain standalone_mount sim_stops_cleanly"
 PASSED=0
 FAILED=()
 for c in $CASES; do
