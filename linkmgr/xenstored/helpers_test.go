@@ -2,6 +2,7 @@ package xenstored
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"slices"
@@ -139,6 +140,13 @@ func (r *raw) takeEvents() []xenstore.Event {
 // sorted; every node has permissions.
 func checkTree(t testing.TB, st *store) {
 	t.Helper()
+	owners := map[uint32]int{}
+	for _, n := range st.nodes {
+		owners[n.perms[0].Dom]++
+	}
+	if fmt.Sprint(owners) != fmt.Sprint(st.owners) {
+		t.Fatalf("owner counts %v, recounted %v", st.owners, owners)
+	}
 	for p, n := range st.nodes {
 		if len(n.perms) == 0 {
 			t.Fatalf("%s has no permissions", p)

@@ -116,6 +116,14 @@ func TestQuotas(t *testing.T) {
 	}
 	r2.fails(syscall.ENOSPC, xenstore.OpTransactionStart, 0, "\x00")
 	r.fails(syscall.ENOSPC, xenstore.OpWrite, 0, "data/big\x00"+strings.Repeat("x", quotaNodeSize+1))
+	// Nodes per domain: dom1 owns data/ already.
+	for i := 1; i < quotaNodes; i++ {
+		r.ok(xenstore.OpMkdir, 0, fmt.Sprintf("data/n%d\x00", i))
+	}
+	r.fails(syscall.ENOSPC, xenstore.OpMkdir, 0, "data/one-more\x00")
+	r.ok(xenstore.OpRm, 0, "data/n1\x00")
+	r.ok(xenstore.OpMkdir, 0, "data/one-more\x00")
+	checkTree(t, s.st)
 	// dom0 has no quotas.
 	r0 := dialRaw(t, s, 0)
 	r0.ok(xenstore.OpWrite, 0, "/big\x00"+strings.Repeat("x", quotaNodeSize+1))

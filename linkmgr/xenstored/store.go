@@ -15,6 +15,7 @@ const (
 	quotaTransactions = 10   // open transactions per domain
 	quotaPerms        = 5    // permission entries per node
 	quotaNodeSize     = 2048 // value + permission strings + child names
+	quotaNodes        = 1000 // nodes owned per domain
 )
 
 // node is one Xenstore node. Nodes are never changed once stored: an
@@ -53,16 +54,18 @@ type view interface {
 	get(path string) *node // nil if absent
 	put(path string, n *node)
 	del(path string)
+	owned(dom uint32) int // nodes whose owner (entry 0) is dom
 }
 
 // store is the committed tree, keyed by absolute path.
 type store struct {
-	nodes map[string]*node
-	gen   uint64
+	nodes  map[string]*node
+	gen    uint64
+	owners map[uint32]int // node count per owner
 }
 
 func newStore() *store {
-	st := &store{nodes: make(map[string]*node)}
+	st := &store{nodes: make(map[string]*node), owners: make(map[uint32]int)}
 	st.put("/", &node{perms: []xenstore.Perm{{Dom: 0}}})
 	return st
 }
@@ -72,10 +75,28 @@ func (st *store) get(path string) *node { return st.nodes[path] }
 func (st *store) put(path string, n *node) {
 	st.gen++
 	n.gen = st.gen
+	if old := st.nodes[path]; old != nil {
+		st.disown(old)
+	}
+	st.owners[n.perms[0].Dom]++
 	st.nodes[path] = n
 }
 
-func (st *store) del(path string) { delete(st.nodes, path) }
+func (st *store) del(path string) {
+	if old := st.nodes[path]; old != nil {
+		st.disown(old)
+		delete(st.nodes, path)
+	}
+}
+
+func (st *store) disown(n *node) {
+	d := n.perms[0].Dom
+	if st.owners[d]--; st.owners[d] <= 0 {
+		delete(st.owners, d)
+	}
+}
+
+func (st *store) owned(dom uint32) int { return st.owners[dom] }
 
 // genOf returns the generation of the node at path, 0 if absent.
 func (st *store) genOf(path string) uint64 {
@@ -236,7 +257,7 @@ func (o *op) create(path string, value []byte) syscall.Errno {
 	if !canWrite(o.dom, an.perms) {
 		return syscall.EACCES
 	}
-	if o.dom != 0 && len(value) > quotaNodeSize {
+	if o.dom != 0 && (len(value) > quotaNodeSize || o.v.owned(o.dom)+len(missing) > quotaNodes) {
 		return syscall.ENOSPC
 	}
 	parent, pn := anc, an
@@ -430,6 +451,20 @@ func (t *tx) put(path string, n *node) {
 func (t *tx) del(path string) {
 	t.touch(path)
 	t.changed[path] = nil
+}
+
+// owned counts dom's nodes as the transaction sees them.
+func (t *tx) owned(dom uint32) int {
+	n := t.st.owned(dom)
+	for p, cn := range t.changed {
+		if sn := t.st.get(p); sn != nil && sn.perms[0].Dom == dom {
+			n--
+		}
+		if cn != nil && cn.perms[0].Dom == dom {
+			n++
+		}
+	}
+	return n
 }
 
 // conflict reports whether a node the transaction touched changed since.
