@@ -378,3 +378,129 @@ func TestBadHandshakeKeepsPort(t *testing.T) {
 	c.Notify()
 	waitEvent(t, s, 2*time.Second)
 }
+
+func TestConcurrentWaits(t *testing.T) {
+	dir := hostDir(t)
+	srv, cli := openDom(t, dir, 1), openDom(t, dir, 2)
+	s, c := pair(t, srv, cli)
+	const waiters = 3
+	results := make(chan error, waiters)
+	for range waiters {
+		go func() { results <- s.Wait(context.Background()) }()
+	}
+	// Each event wakes one waiter, as on Xen.
+	for i := range waiters - 1 {
+		if err := c.Notify(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-results:
+			if err != nil {
+				t.Fatalf("waiter %d: %v", i, err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("event %d woke nobody", i)
+		}
+	}
+	// Close wakes the last one.
+	s.Close()
+	select {
+	case err := <-results:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("last waiter: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close did not wake the last waiter")
+	}
+}
+
+func TestWaitWithChangingContexts(t *testing.T) {
+	dir := hostDir(t)
+	srv, cli := openDom(t, dir, 1), openDom(t, dir, 2)
+	s, c := pair(t, srv, cli)
+	// A long-lived context, then short ones, then the long one again: a
+	// cancellation is honoured whichever context came before.
+	long, cancelLong := context.WithCancel(context.Background())
+	defer cancelLong()
+	c.Notify()
+	if err := s.Wait(long); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		start := time.Now()
+		err := s.Wait(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("round %d: cancellation took %v", i, d)
+		}
+	}
+	// A stale interrupt from an earlier context does not cost an event.
+	c.Notify()
+	if err := s.Wait(long); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Wait(long) }()
+	time.Sleep(10 * time.Millisecond)
+	cancelLong()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Wait: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("cancel did not wake Wait")
+	}
+}
+
+func TestNotifyNeverBlocks(t *testing.T) {
+	// Nobody reads the server side: the socket buffer fills up, and
+	// further events coalesce instead of blocking the sender.
+	dir := hostDir(t)
+	srv, cli := openDom(t, dir, 1), openDom(t, dir, 2)
+	s, c := pair(t, srv, cli)
+	done := make(chan error, 1)
+	go func() {
+		for range 100000 {
+			if err := c.Notify(); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Notify blocked")
+	}
+	waitEvent(t, s, time.Second)
+}
+
+func TestWaitAllocatesNothing(t *testing.T) {
+	dir := hostDir(t)
+	srv, cli := openDom(t, dir, 1), openDom(t, dir, 2)
+	s, c := pair(t, srv, cli)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.Notify()
+	s.Wait(ctx) // registers the context once
+	allocs := testing.AllocsPerRun(200, func() {
+		if err := c.Notify(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Notify+Wait: %.1f allocations, want 0", allocs)
+	}
+}
