@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +45,7 @@ type mountConfig struct {
 	connectTimeout time.Duration
 	ringSize       int
 	window         int
+	cpuProfile     string
 }
 
 func parseMountFlags(args []string, stderr io.Writer) (*mountConfig, error) {
@@ -58,6 +60,7 @@ func parseMountFlags(args []string, stderr io.Writer) (*mountConfig, error) {
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 0, "give up setting up a link after this long (0: the link manager's default)")
 	fs.IntVar(&c.ringSize, "ring-size", 0, "bytes of each ring of the links this domain serves (0: the link manager's default)")
 	fs.IntVar(&c.window, "window", 0, "receive buffer per connection in bytes (0: the link manager's default)")
+	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the daemon's whole run to this file")
 	lvl := logLevelFlag(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -115,6 +118,13 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	if c.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(c.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	if c.backend == "" {
 		return withCode(ExitBackend, errNoXen)
 	}
@@ -262,4 +272,21 @@ func waitAnswers(ctx context.Context, path string, gone <-chan struct{}) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// startCPUProfile profiles the process into path until the returned
+// function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

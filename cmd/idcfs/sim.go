@@ -38,6 +38,7 @@ type simConfig struct {
 	readyTimeout time.Duration
 	ringSize     int
 	window       int
+	cpuProfile   bool
 }
 
 func parseSimFlags(args []string, stderr io.Writer) (*simConfig, error) {
@@ -48,6 +49,7 @@ func parseSimFlags(args []string, stderr io.Writer) (*simConfig, error) {
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 0, "passed to each domain's 'idcfs mount'")
 	fs.IntVar(&c.ringSize, "ring-size", 0, "passed to each domain's 'idcfs mount'")
 	fs.IntVar(&c.window, "window", 0, "passed to each domain's 'idcfs mount'")
+	fs.BoolVar(&c.cpuProfile, "cpu-profile", false, "each domain writes a Go CPU profile to DIR/dom<N>.cpu.pprof (kept, like the logs)")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", 30*time.Second, "give up if a domain's mount does not answer within this time")
 	lvl := logLevelFlag(fs)
 	pos, err := parseInterspersed(fs, args)
@@ -268,6 +270,9 @@ func (h *simHost) startDomain(id vchan.DomID) error {
 	}
 	if h.cfg.window > 0 {
 		args = append(args, "--window", strconv.Itoa(h.cfg.window))
+	}
+	if h.cfg.cpuProfile {
+		args = append(args, "--cpu-profile", filepath.Join(h.cfg.dir, name+".cpu.pprof"))
 	}
 	args = append(args, d.mnt)
 	d.cmd = exec.Command(h.exe, args...)
