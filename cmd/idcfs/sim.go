@@ -418,7 +418,11 @@ func (h *simHost) domainDied(d *simDomain) {
 		return
 	}
 	d.gone = true
-	h.log.WithField("domid", d.id).WithError(d.waitErr).Warn("domain's daemon exited; releasing the domain")
+	l := h.log.WithField("domid", d.id)
+	if d.waitErr != nil {
+		l = l.WithError(d.waitErr)
+	}
+	l.Warn("domain's daemon exited; releasing the domain")
 	if err := h.store.ReleaseDomain(uint32(d.id)); err != nil {
 		h.log.WithField("domid", d.id).WithError(err).Warn("releasing domain failed")
 	}
