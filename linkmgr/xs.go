@@ -19,7 +19,6 @@ const (
 	tokenRelease = "idcfs-release"
 	ringName     = "idcfs" // last element of the libxenvchan-style ring path
 	withdrawTime = 2 * time.Second
-	dialRetry    = 50 * time.Millisecond
 )
 
 func itoa(d vchan.DomID) string { return strconv.Itoa(int(d)) }
@@ -474,13 +473,24 @@ func (m *Manager) setupRing(l *link) (*vchan.Endpoint, error) {
 			}
 		}
 	}
-	// Client: wait until the server says its ring is published.
-	for notified := false; !notified; {
-		select {
-		case <-l.notify:
-			notified = true
-			continue
-		default:
+	// Client: map the ring once the server says it published one; ask (and
+	// keep asking) whenever there is no fresh announcement or it was stale.
+	notified := false
+	select {
+	case <-l.notify:
+		notified = true
+	default:
+	}
+	for {
+		if notified {
+			ep, err := vchan.Dial(ctx, m.cfg.Backend, a.store, l.peer, RingPath(l.peer, m.cfg.Self))
+			if err == nil {
+				return ep, nil
+			}
+			if ctx.Err() != nil {
+				return nil, timeout("cannot map the ring of")
+			}
+			m.log.WithError(err).WithField("peer", l.peer).Debug("announced ring not mappable; asking again")
 		}
 		if err := a.sendRequest(ctx, l.peer); err != nil {
 			if ctx.Err() != nil {
@@ -493,24 +503,11 @@ func (m *Manager) setupRing(l *link) (*vchan.Endpoint, error) {
 		case <-l.notify:
 			notified = true
 		case <-t.C:
+			notified = false
 		case <-ctx.Done():
 			t.Stop()
 			return nil, timeout("no ring from")
 		}
 		t.Stop()
-	}
-	for {
-		ep, err := vchan.Dial(ctx, m.cfg.Backend, a.store, l.peer, RingPath(l.peer, m.cfg.Self))
-		if err == nil {
-			return ep, nil
-		}
-		t := time.NewTimer(dialRetry)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			m.log.WithError(err).WithField("peer", l.peer).Debug("ring dial failed")
-			return nil, timeout("cannot map the ring of")
-		}
 	}
 }
