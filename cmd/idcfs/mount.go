@@ -186,6 +186,10 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	if err := waitAnswers(ctx, filepath.Join(c.mountpoint, "self"), unmounted); err != nil {
 		m.Shutdown()
+		if ctx.Err() != nil {
+			dlog.Info("signal received before the mount was ready; stopped")
+			return nil
+		}
 		return withCode(ExitMount, fmt.Errorf("mount %s does not answer: %w", c.mountpoint, err))
 	}
 	dlog.WithField("mountpoint", c.mountpoint).Info("ready")
