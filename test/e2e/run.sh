@@ -458,9 +458,9 @@ case_killed_domain() {
 }
 
 # The other subcommands on their own: the embedded Xenstore, setup, and a
-# single domain's daemon that reads its domain id from Xenstore; killed with
-# SIGKILL it leaves a stale mount, which a restarted daemon clears; SIGTERM
-# unmounts and exits 0.
+# single domain's daemon that reads its domain id from Xenstore. Killed with
+# SIGKILL it leaves a stale mount, which a plain umount clears, and so does a
+# daemon restarted over it; SIGTERM unmounts and exits 0.
 case_standalone_mount() {
 	local x=$CASE_DIR
 	timeout 60 "$IDCFS" xenstored --socket "$x/xs0" --domain "5=$x/xs5" >"$x/xsd.out" 2>"$x/xsd.err" &
@@ -482,6 +482,18 @@ case_standalone_mount() {
 	stat "$m/self" >/dev/null 2>"$x/stale.err" && fail "the mount still answers after its daemon was killed"
 	grep -q "not connected" "$x/stale.err" || fail "want a stale mount (ENOTCONN), got: $(cat "$x/stale.err")"
 	echo "after SIGKILL: $(cat "$x/stale.err")"
+	# A plain umount clears the stale mount...
+	timeout 10 umount "$m" || fail "umount of the stale mount failed"
+	awk -v w="$m" '$2 == w' /proc/mounts | grep -q . && fail "$m still mounted after umount"
+	# ...and so does a daemon started over it.
+	timeout 60 "$IDCFS" mount --backend shm --shm-dir "$x/shm" --xenstore "$x/xs5" "$m" >"$x/m1b.out" 2>"$x/m1b.err" &
+	d1=$!
+	for i in $(seq 100); do grep -q '^ready' "$x/m1b.out" 2>/dev/null && break; sleep 0.1; done
+	grep -q '^ready' "$x/m1b.out" || fail "idcfs mount not ready after umount: $(tail -n 5 "$x/m1b.err")"
+	pid=$(pgrep -P "$d1") || fail "no daemon under timeout $d1"
+	kill -KILL "$pid"
+	wait "$d1" 2>/dev/null
+	stat "$m/self" >/dev/null 2>&1 && fail "the mount still answers after its daemon was killed (twice)"
 	timeout 60 "$IDCFS" mount --backend shm --shm-dir "$x/shm" --xenstore "$x/xs5" "$m" >"$x/m2.out" 2>"$x/m2.err" &
 	local d2=$!
 	for i in $(seq 100); do grep -q '^ready' "$x/m2.out" 2>/dev/null && break; sleep 0.1; done
