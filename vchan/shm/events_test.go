@@ -5,6 +5,7 @@ package shm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -292,7 +293,8 @@ func TestSelfBind(t *testing.T) {
 // rawBind connects to a port socket by hand, as a misbehaving peer would.
 func rawBind(t *testing.T, dir string, dom vchan.DomID, self uint16, port uint32) *net.UnixConn {
 	t.Helper()
-	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: filepath.Join(dir, "evtchn", "1", "1"), Net: "unix"})
+	path := filepath.Join(dir, "evtchn", fmt.Sprint(dom), fmt.Sprint(port))
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +311,6 @@ func rawBind(t *testing.T, dir string, dom vchan.DomID, self uint16, port uint32
 		t.Fatalf("handshake reply %+v, %v", r, err)
 	}
 	conn.SetReadDeadline(time.Time{})
-	_ = dom
 	return conn
 }
 
@@ -502,5 +503,87 @@ func TestWaitAllocatesNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("Notify+Wait: %.1f allocations, want 0", allocs)
+	}
+}
+
+func TestDeathNoticeFindsTheRightPage(t *testing.T) {
+	// Domain 2 maps two pages that domain 1 granted under the same ref, one
+	// after the other (the first grant was revoked, the ref reused), plus
+	// one read-only page. A fake domain 3 bound to domain 2 registers
+	// notices and vanishes without goodbye: only the page whose inode the
+	// notice names is touched, and a read-only or unknown page never.
+	dir := hostDir(t)
+	srv, cli := openDom(t, dir, 1), openDom(t, dir, 2)
+	a, err := srv.Share(2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := a.Refs()[0]
+	ma, err := cli.Map(1, []uint32{ref}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ma.Close()
+	inoA := ma.(*mapping).inos[0]
+	a.Close()
+	b, err := srv.Share(2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Refs()[0] != ref {
+		t.Fatalf("ref not reused: %d then %d", ref, b.Refs()[0])
+	}
+	mb, err := cli.Map(1, []uint32{ref}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	inoB := mb.(*mapping).inos[0]
+	if inoA == inoB {
+		t.Fatal("two grants share an inode")
+	}
+	c, err := srv.Share(2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mc, err := cli.Map(1, c.Refs(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	inoC := mc.(*mapping).inos[0]
+	for _, p := range [][]byte{ma.Bytes(), b.Bytes(), c.Bytes()} {
+		p[5] = 0xAA
+	}
+
+	port, err := cli.AllocUnbound(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer port.Close()
+	conn := rawBind(t, dir, 2, 3, port.Port())
+	var msg []byte
+	for _, n := range []notice{
+		{granter: 1, offset: 5, ref: ref, ino: inoB},
+		{granter: 1, offset: 5, ref: c.Refs()[0], ino: inoC}, // read-only here
+		{granter: 1, offset: 5, ref: 4000, ino: 1},           // not mapped
+	} {
+		msg = n.append(msg, tokNotice)
+	}
+	if _, err := conn.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close() // no goodbye: a death
+	waitEvent(t, port, 2*time.Second)
+	if got := b.Bytes()[5]; got != 0 {
+		t.Errorf("named page: byte %#x, want 0", got)
+	}
+	if got := ma.Bytes()[5]; got != 0xAA {
+		t.Errorf("earlier grant under the same ref: byte %#x, want untouched", got)
+	}
+	if got := c.Bytes()[5]; got != 0xAA {
+		t.Errorf("read-only mapped page: byte %#x, want untouched", got)
 	}
 }

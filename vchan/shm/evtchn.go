@@ -266,6 +266,12 @@ func (c *evtChan) install(conn *net.UnixConn, prefix []byte) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed.Load() {
+		// Close ran between accept and here: it found no connection
+		// to close, so this one must not be kept.
+		conn.Close()
+		return
+	}
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
 	c.conn, c.fd = conn, fd

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -25,6 +26,7 @@ type mapping struct {
 	b        *Backend
 	mem      []byte
 	refs     []uint32
+	inos     []uint64    // inode of each page's grant file
 	granter  vchan.DomID // b.self for a shared mapping
 	writable bool
 	files    []string // shared mapping: grant files to unlink at Close
@@ -96,7 +98,12 @@ func (b *Backend) share(peer vchan.DomID, refs []uint32) (*mapping, error) {
 			return fail(err)
 		}
 		m.files = append(m.files, path)
-		err = f.Truncate(pageSize)
+		var ino uint64
+		ino, err = inode(f)
+		m.inos = append(m.inos, ino)
+		if err == nil {
+			err = f.Truncate(pageSize)
+		}
 		if err == nil {
 			err = mapFile(f, unsafe.Pointer(&mem[i*pageSize]), unix.PROT_READ|unix.PROT_WRITE)
 		}
@@ -155,13 +162,16 @@ func (b *Backend) Map(peer vchan.DomID, refs []uint32, writable bool) (vchan.Map
 		prot, flag = unix.PROT_READ|unix.PROT_WRITE, os.O_RDWR
 	}
 	dir := b.gntDir(peer)
+	inos := make([]uint64, len(refs))
 	for i, r := range refs {
-		if err := b.mapOne(dir, r, flag, prot, unsafe.Pointer(&mem[i*pageSize])); err != nil {
+		ino, err := b.mapOne(dir, r, flag, prot, unsafe.Pointer(&mem[i*pageSize]))
+		if err != nil {
 			unix.Munmap(mem)
 			return nil, fmt.Errorf("shm: map ref %d of domain %d: %w", r, peer, err)
 		}
+		inos[i] = ino
 	}
-	m := &mapping{b: b, mem: mem, refs: append([]uint32(nil), refs...), granter: peer, writable: writable}
+	m := &mapping{b: b, mem: mem, refs: append([]uint32(nil), refs...), inos: inos, granter: peer, writable: writable}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -173,9 +183,10 @@ func (b *Backend) Map(peer vchan.DomID, refs []uint32, writable bool) (vchan.Map
 	return m, nil
 }
 
-func (b *Backend) mapOne(dir string, ref uint32, flag, prot int, addr unsafe.Pointer) error {
+// mapOne maps the grant file of ref over addr and returns its inode.
+func (b *Backend) mapOne(dir string, ref uint32, flag, prot int, addr unsafe.Pointer) (uint64, error) {
 	if ref == 0 {
-		return ErrNoGrant
+		return 0, ErrNoGrant
 	}
 	path := filepath.Join(dir, grantName(ref, b.self))
 	// O_NONBLOCK: a FIFO planted in the directory must not block us.
@@ -183,24 +194,41 @@ func (b *Backend) mapOne(dir string, ref uint32, flag, prot int, addr unsafe.Poi
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			if grantedToOther(dir, ref) {
-				return ErrNotGrantee
+				return 0, ErrNotGrantee
 			}
-			return ErrNoGrant
+			return 0, ErrNoGrant
 		}
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENXIO) {
-			return fmt.Errorf("%w: %v", ErrBadGrant, err)
+			return 0, fmt.Errorf("%w: %v", ErrBadGrant, err)
 		}
-		return err
+		return 0, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if !st.Mode().IsRegular() || st.Size() != pageSize {
-		return fmt.Errorf("%w: %s (%v, %d bytes)", ErrBadGrant, path, st.Mode().Type(), st.Size())
+		return 0, fmt.Errorf("%w: %s (%v, %d bytes)", ErrBadGrant, path, st.Mode().Type(), st.Size())
 	}
-	return mapFile(f, addr, prot)
+	ino, err := inode(f)
+	if err != nil {
+		return 0, err
+	}
+	return ino, mapFile(f, addr, prot)
+}
+
+// inode is the inode number of f.
+func inode(f *os.File) (uint64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, fmt.Errorf("no inode number for %s", f.Name())
+	}
+	return sys.Ino, nil
 }
 
 // grantedToOther reports whether dir has ref granted to some domain.
@@ -242,6 +270,7 @@ func (m *mapping) SetUnmapNotify(offset int, ch vchan.EventChannel) error {
 		granter: uint16(m.granter),
 		offset:  uint16(offset % pageSize),
 		ref:     m.refs[offset/pageSize],
+		ino:     m.inos[offset/pageSize],
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

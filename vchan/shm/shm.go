@@ -37,10 +37,12 @@ type pageOf struct {
 	idx int
 }
 
-// grantKey names one granted page on the host.
+// grantKey names one granted page on the host: the ref, and the inode of
+// its file, which tells it apart from an earlier grant under the same ref.
 type grantKey struct {
 	granter vchan.DomID
 	ref     uint32
+	ino     uint64
 }
 
 var _ vchan.Backend = (*Backend)(nil)
@@ -240,7 +242,7 @@ func (b *Backend) freeRefs(refs []uint32) {
 func (b *Backend) clearByte(n notice) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	pages := b.byGrant[grantKey{vchan.DomID(n.granter), n.ref}]
+	pages := b.byGrant[grantKey{vchan.DomID(n.granter), n.ref, n.ino}]
 	if len(pages) == 0 {
 		return false
 	}
@@ -257,7 +259,7 @@ func (b *Backend) registerLocked(m *mapping) {
 		return
 	}
 	for i, r := range m.refs {
-		k := grantKey{m.granter, r}
+		k := grantKey{m.granter, r, m.inos[i]}
 		b.byGrant[k] = append(b.byGrant[k], pageOf{m, i})
 	}
 }
@@ -268,8 +270,8 @@ func (b *Backend) unregisterLocked(m *mapping) {
 	if !m.writable {
 		return
 	}
-	for _, r := range m.refs {
-		k := grantKey{m.granter, r}
+	for i, r := range m.refs {
+		k := grantKey{m.granter, r, m.inos[i]}
 		old := b.byGrant[k]
 		kept := old[:0]
 		for _, p := range old {

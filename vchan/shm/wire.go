@@ -28,11 +28,13 @@ import (
 // Then a stream of tokens in both directions:
 //
 //	tokEvent   1 byte           one event (events coalesce)
-//	tokNotice  1 + 8 bytes      "if I vanish, clear byte off of grant granter/ref"
-//	tokCancel  1 + 8 bytes      withdraw that notice
+//	tokNotice  1 + 16 bytes     "if I vanish, clear byte off of grant granter/ref"
+//	tokCancel  1 + 16 bytes     withdraw that notice
 //	tokBye     1 byte           orderly close; EOF after it is not a death
 //
-// The 8-byte body of a notice is: u16 granter, u16 offset (< 4096), u32 ref.
+// The 16-byte body of a notice is: u16 granter, u16 offset (< 4096), u32
+// ref, u64 inode number of the grant file. The inode tells the page apart
+// from an earlier grant with the same ref that someone may still map.
 const (
 	wireVersion = 1
 	helloLen    = 16
@@ -46,7 +48,7 @@ const (
 	tokCancel = 0x03
 	tokBye    = 0x04
 
-	noticeLen = 9
+	noticeLen = 17
 )
 
 var wireMagic = [4]byte{'X', 'E', 'V', 'T'}
@@ -121,13 +123,15 @@ type notice struct {
 	granter uint16
 	offset  uint16
 	ref     uint32
+	ino     uint64
 }
 
 func (n notice) append(b []byte, tok byte) []byte {
 	b = append(b, tok)
 	b = binary.LittleEndian.AppendUint16(b, n.granter)
 	b = binary.LittleEndian.AppendUint16(b, n.offset)
-	return binary.LittleEndian.AppendUint32(b, n.ref)
+	b = binary.LittleEndian.AppendUint32(b, n.ref)
+	return binary.LittleEndian.AppendUint64(b, n.ino)
 }
 
 func parseNotice(b []byte) (notice, error) {
@@ -135,6 +139,7 @@ func parseNotice(b []byte) (notice, error) {
 		granter: binary.LittleEndian.Uint16(b[0:]),
 		offset:  binary.LittleEndian.Uint16(b[2:]),
 		ref:     binary.LittleEndian.Uint32(b[4:]),
+		ino:     binary.LittleEndian.Uint64(b[8:]),
 	}
 	if n.granter >= domidFirstReserved || n.offset >= pageSize || n.ref == 0 {
 		return notice{}, fmt.Errorf("%w: notice granter %d offset %d ref %d", ErrProtocol, n.granter, n.offset, n.ref)
