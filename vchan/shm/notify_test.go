@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -420,4 +421,67 @@ func TestOrderlyChildExitIsNotDeath(t *testing.T) {
 		t.Fatalf("cli_live %d after orderly close", page[20])
 	}
 
+}
+
+func TestStaleFilesOfKilledDomain(t *testing.T) {
+	// A killed domain leaves its grant files and listening socket behind.
+	// They must not break anything: binding the dead port is refused, and
+	// the next incarnation of the domain cleans up and starts afresh.
+	dir := hostDir(t)
+	other := openDom(t, dir, 1)
+	ch, f := startChild(t, "server-share", dir)
+	v, err := atoiArgs(f)
+	if err != nil || len(v) != 2 {
+		t.Fatalf("child said %q", f)
+	}
+	ref, port := uint32(v[0]), uint32(v[1])
+	ch.kill(t)
+	sock := filepath.Join(dir, "evtchn", "2", fmt.Sprint(port))
+	grant := filepath.Join(dir, "gnt", "2", grantName(ref, 1))
+	for _, p := range []string{sock, grant} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("expected a leftover %s: %v", p, err)
+		}
+	}
+	if c, err := other.Bind(2, port); !errors.Is(err, ErrNoPort) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("Bind to a dead domain's port: %v, want ErrNoPort", err)
+	}
+	// Mapping the dead domain's grant still works, as a stale grant on Xen
+	// would until the domain is destroyed; the page is the one it left.
+	m, err := other.Map(2, []uint32{ref}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Bytes()[21] != 1 {
+		t.Errorf("stale page byte 21 = %d, want the 1 the dead domain wrote", m.Bytes()[21])
+	}
+	m.Close()
+
+	again := openDom(t, dir, 2)
+	for _, p := range []string{sock, grant} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("leftover %s survived a new Open: %v", p, err)
+		}
+	}
+	s, err := again.AllocUnbound(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sh, err := again.Share(1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	if s.Port() != port || sh.Refs()[0] != ref {
+		t.Errorf("new incarnation got port %d ref %d, want the lowest again (%d, %d)", s.Port(), sh.Refs()[0], port, ref)
+	}
+	c, err := other.Bind(2, s.Port())
+	if err != nil {
+		t.Fatalf("Bind to the new incarnation: %v", err)
+	}
+	c.Close()
 }
