@@ -20,9 +20,13 @@ import (
 )
 
 const (
-	// handshakeTimeout bounds a Bind, and how long a listening port waits
-	// for the hello of a connection before dropping it.
-	handshakeTimeout = 2 * time.Second
+	// handshakeTimeout bounds a Bind.
+	handshakeTimeout = 3 * time.Second
+	// helloTimeout is how long a listening port waits for the hello of a
+	// new connection before dropping it. A binder sends it right after
+	// connecting; the bound keeps a silent connection from holding up the
+	// next binder for long.
+	helloTimeout = time.Second
 	// frameTimeout bounds writing a control frame to a peer that does not
 	// read its socket (stopped or wedged); the connection is then dropped.
 	frameTimeout = 2 * time.Second
@@ -66,7 +70,6 @@ type evtChan struct {
 	ln      *net.UnixListener // while listening
 	notices []notice          // our unmap notices naming this channel
 	refs    int               // 1 until Close, +1 per unmap notify naming it
-	remote  uint32            // peer's port while bound
 
 	sendMu  sync.Mutex    // serialises writes on conn, guards conn/fd/dropped
 	conn    *net.UnixConn // current connection, nil while unbound
@@ -188,9 +191,6 @@ func (b *Backend) Bind(peer vchan.DomID, remotePort uint32) (vchan.EventChannel,
 		b.freePort(c)
 		return nil, fmt.Errorf("shm: bind to port %d of %d: %w", remotePort, peer, err)
 	}
-	c.mu.Lock()
-	c.remote = remotePort
-	c.mu.Unlock()
 	c.install(conn, nil)
 	c.signal()
 	return c, nil
@@ -352,7 +352,7 @@ func (c *evtChan) accept() (*net.UnixConn, []byte) {
 			}
 			continue
 		}
-		remote, reply, ok := c.handshake(conn)
+		reply, ok := c.handshake(conn)
 		if !ok {
 			conn.Close()
 			continue
@@ -363,7 +363,6 @@ func (c *evtChan) accept() (*net.UnixConn, []byte) {
 			conn.Close()
 			return nil, nil
 		}
-		c.remote = remote
 		c.ln = nil
 		c.mu.Unlock()
 		ln.Close()
@@ -373,16 +372,16 @@ func (c *evtChan) accept() (*net.UnixConn, []byte) {
 
 // handshake reads a binder's hello. It answers a refusal itself; for an
 // accepted binder it returns the reply for install to send.
-func (c *evtChan) handshake(conn *net.UnixConn) (remote uint32, reply []byte, ok bool) {
-	conn.SetDeadline(time.Now().Add(handshakeTimeout))
+func (c *evtChan) handshake(conn *net.UnixConn) (reply []byte, ok bool) {
+	conn.SetDeadline(time.Now().Add(helloTimeout))
 	defer conn.SetDeadline(time.Time{})
 	var buf [helloLen]byte
 	if _, err := io.ReadFull(conn, buf[:]); err != nil {
-		return 0, nil, false
+		return nil, false
 	}
 	h, err := parseHello(buf[:])
 	if err != nil || h.typ != msgHello {
-		return 0, nil, false
+		return nil, false
 	}
 	code := uint32(refuseNone)
 	switch {
@@ -393,11 +392,11 @@ func (c *evtChan) handshake(conn *net.UnixConn) (remote uint32, reply []byte, ok
 	}
 	r := hello{typ: msgAccept, domain: uint16(c.b.self), port: c.port, arg: code}
 	if code == refuseNone {
-		return h.port, r.append(nil), true
+		return r.append(nil), true
 	}
 	r.typ = msgRefuse
 	conn.Write(r.append(buf[:0]))
-	return 0, nil, false
+	return nil, false
 }
 
 // session is what the reader learned on one connection.
@@ -619,7 +618,6 @@ func (c *evtChan) ended(conn *net.UnixConn) bool {
 		c.mu.Lock()
 		var err error
 		if !c.closed.Load() {
-			c.remote = 0
 			err = c.listenLocked()
 		}
 		c.mu.Unlock()
