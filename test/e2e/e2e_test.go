@@ -43,8 +43,14 @@ func TestIntegrationE2E(t *testing.T) {
 	}
 
 	// Build idcfs here, with the same toolchain, so run.sh needs no go.
+	// Under -race, the daemons get the race detector too; run.sh fails on
+	// any race they report.
 	bin := filepath.Join(t.TempDir(), "idcfs")
-	build := exec.Command(gobin, "build", "-o", bin, "idcfs/cmd/idcfs")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command(gobin, append(args, "idcfs/cmd/idcfs")...)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build idcfs/cmd/idcfs: %v\n%s", err, out)
 	}
@@ -71,6 +77,7 @@ func TestIntegrationE2E(t *testing.T) {
 		t.Fatalf("run.sh did not finish within %v", suiteTimeout)
 	}
 	cases := caseLine.FindAllStringSubmatch(text, -1)
+	t.Logf("idcfs built with -race: %v", raceEnabled)
 	if len(cases) == 0 {
 		t.Fatalf("run.sh reported no case (exit: %v)", err)
 	}

@@ -8,6 +8,9 @@
 #   E2E_ONLY="oneshot bulk"    run only these cases (names as printed)
 #   E2E_KEEP=1                 keep the work directory (logs) after the run
 #
+# With an idcfs built with -race, a data race reported by any daemon fails the
+# run (case data_races).
+#
 # Needs root and /dev/fuse; anywhere else it prints SKIP and exits 0. It
 # starts `idcfs sim` with domains 1, 2 and 3 in a temporary directory and
 # always stops it (and lazily unmounts leftovers) on exit. Every blocking
@@ -575,6 +578,17 @@ if [ -n "${SIM_PID:-}" ] && ! kill -0 "$SIM_PID" 2>/dev/null; then
 		echo "FAIL sim_exit_status: idcfs sim exited with $rc after SIGINT"
 		FAILED+=(sim_exit_status)
 	fi
+fi
+
+# A binary built with -race reports data races on stderr, which the daemons
+# and the sim send to their logs.
+races=$(grep -l "WARNING: DATA RACE" "$SIM"/*.log "$WORK/sim.err" "$WORK"/case.*/*.err 2>/dev/null)
+if [ -n "$races" ]; then
+	echo "FAIL data_races: the race detector fired in: $races"
+	for f in $races; do
+		grep -A 30 -m 1 "WARNING: DATA RACE" "$f" | sed 's/^/    /'
+	done
+	FAILED+=(data_races)
 fi
 
 echo
