@@ -351,14 +351,16 @@ func (c *Conn) write(ctx context.Context, p []byte) (int, error) {
 	c.wpend, c.woff = p, 0
 	l.scheduleLocked(c)
 	l.mu.Unlock()
+	var stop error
 	for {
-		var stop error
-		select {
-		case <-c.wsig:
-		case <-ctx.Done():
-			stop = ctx.Err()
-		case <-c.wdl.wait():
-			stop = os.ErrDeadlineExceeded
+		if stop == nil {
+			select {
+			case <-c.wsig:
+			case <-ctx.Done():
+				stop = ctx.Err()
+			case <-c.wdl.wait():
+				stop = os.ErrDeadlineExceeded
+			}
 		}
 		l.mu.Lock()
 		if c.woff == len(p) && !c.wbusy {
@@ -373,6 +375,7 @@ func (c *Conn) write(ctx context.Context, p []byte) (int, error) {
 			l.mu.Unlock()
 			continue
 		}
+		// Giving up (stop is set): the loop no longer waits in the select.
 		if c.wbusy {
 			// A frame of p is being copied onto the ring; wait for it.
 			c.wwaitBusy = true
