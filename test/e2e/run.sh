@@ -107,11 +107,8 @@ fail() { echo "$*"; exit 1; }
 
 # listed DIR NAME: DIR has an entry NAME (readdir, as ls does).
 listed() {
-	local e
-	for e in "$1"/*; do
-		[ "${e##*/}" = "$2" ] && return 0
-	done
-	return 1
+	# shellcheck disable=SC2010 # names here are numbers; ls runs under timeout
+	timeout 5 ls -1 -- "$1" 2>/dev/null | grep -qxF -- "$2"
 }
 
 # wait_bound DIR PORT: until PORT appears in DIR/listen (the accept that
@@ -178,8 +175,7 @@ interrupt_within() {
 # matches the extended regex PATTERN.
 conn_with() {
 	local id
-	for id in "$1"/conn/*; do
-		id=${id##*/}
+	for id in $(timeout 5 ls -1 -- "$1/conn" 2>/dev/null); do
 		if timeout 5 cat "$1/conn/$id/status" 2>/dev/null | grep -Eq "$2"; then
 			echo "$id"
 			return 0
@@ -211,7 +207,7 @@ case_stays_bound() {
 	send "$D2/connect/1/82" two || fail "connect between accepts failed: $(cat "$CASE_DIR/send.err")"
 	timeout 10 cat "$D1/listen/82" >"$CASE_DIR/two" || fail "second accept exited with $?"
 	[ "$(cat "$CASE_DIR/two")" = two ] || fail "queued connection carried '$(cat "$CASE_DIR/two")', want 'two'"
-	rm "$D1/listen/82" || fail "rm listen/82 failed"
+	timeout 5 rm "$D1/listen/82" || fail "rm listen/82 failed"
 }
 
 case_refused() {
@@ -289,7 +285,7 @@ case_concurrent_40() {
 	want=$(for i in $(seq 40); do sha256sum <"$CASE_DIR/src.$i" | cut -c1-64; done | sort)
 	got=$(for i in $(seq 40); do sha256sum <"$CASE_DIR/dst.$i" | cut -c1-64; done | sort)
 	[ "$want" = "$got" ] || fail "the 40 received streams differ from the 40 sent ($(echo "$want" "$got" | tr ' ' '\n' | sort | uniq -u | wc -l) mismatches)"
-	rm "$D1/listen/85"
+	timeout 5 rm "$D1/listen/85"
 }
 
 case_eof_on_peer_close() {
@@ -328,7 +324,7 @@ case_epipe_after_peer_hangup() {
 	esac
 	wait "$reader" || fail "reader exited with $?"
 	[ "$(cat "$CASE_DIR/got")" = hello ] || fail "reader got '$(cat "$CASE_DIR/got")'"
-	rm "$D1/listen/87"
+	timeout 5 rm "$D1/listen/87"
 }
 
 case_sigint_blocked_accept() {
@@ -336,7 +332,7 @@ case_sigint_blocked_accept() {
 	local pid=$!
 	wait_bound "$D1" 88
 	interrupt_within "$pid" "cat listen/88 (blocked in accept)"
-	rm "$D1/listen/88"
+	timeout 5 rm "$D1/listen/88"
 }
 
 case_sigint_blocked_read() {
@@ -350,12 +346,12 @@ case_sigint_blocked_read() {
 	interrupt_within "$pid" "cat connect/1/89 (blocked in read)"
 	kill "$holder" 2>/dev/null
 	wait "$holder" 2>/dev/null
-	rm "$D1/listen/89"
+	timeout 5 rm "$D1/listen/89"
 }
 
 case_rm_unbinds() {
 	listed "$D1/listen" 80 || fail "port 80 (bound by the first case) not listed"
-	rm "$D1/listen/80" || fail "rm listen/80 failed"
+	timeout 5 rm "$D1/listen/80" || fail "rm listen/80 failed"
 	if listed "$D1/listen" 80; then fail "port 80 still listed after rm"; fi
 	if send "$D2/connect/1/80" x; then fail "connect to the unbound port 80 succeeded"; fi
 	grep -q "Connection refused" "$CASE_DIR/send.err" ||
@@ -364,7 +360,7 @@ case_rm_unbinds() {
 	timeout 10 cat "$D1/listen/92" >/dev/null 2>"$CASE_DIR/acc.err" &
 	local acc=$!
 	wait_bound "$D1" 92
-	rm "$D1/listen/92" || fail "rm listen/92 failed"
+	timeout 5 rm "$D1/listen/92" || fail "rm listen/92 failed"
 	local i
 	for i in $(seq 50); do [ "$(state "$acc")" = gone ] && break; sleep 0.1; done
 	[ "$(state "$acc")" = gone ] || fail "an accept blocked on listen/92 still waits 5 s after rm"
@@ -373,8 +369,8 @@ case_rm_unbinds() {
 }
 
 case_status_files() {
-	[ "$(cat "$D1/self")" = 1 ] || fail "dom1/self says '$(cat "$D1/self")'"
-	[ "$(cat "$D3/self")" = 3 ] || fail "dom3/self says '$(cat "$D3/self")'"
+	[ "$(timeout 5 cat "$D1/self")" = 1 ] || fail "dom1/self says '$(timeout 5 cat "$D1/self")'"
+	[ "$(timeout 5 cat "$D3/self")" = 3 ] || fail "dom3/self says '$(timeout 5 cat "$D3/self")'"
 	timeout 15 bash -c 'exec 3<>"$1"; printf abc >&3; head -c 5 <&3 >"$2"; sleep 8' _ "$D1/listen/90" "$CASE_DIR/got1" &
 	local server=$!
 	wait_bound "$D1" 90
@@ -386,8 +382,8 @@ case_status_files() {
 	for i in $(seq 50); do [ -s "$CASE_DIR/got1" ] && break; sleep 0.1; done
 	[ "$(cat "$CASE_DIR/got1")" = defgh ] || fail "server got '$(cat "$CASE_DIR/got1")'"
 	local id1 id2
-	id1=$(conn_with "$D1" '(^|[^0-9])90([^0-9]|$)') || fail "no connection in dom1/conn mentions port 90: $(ls "$D1/conn")"
-	id2=$(conn_with "$D2" '(^|[^0-9])90([^0-9]|$)') || fail "no connection in dom2/conn mentions port 90: $(ls "$D2/conn")"
+	id1=$(conn_with "$D1" '(^|[^0-9])90([^0-9]|$)') || fail "no connection in dom1/conn mentions port 90: $(timeout 5 ls "$D1/conn")"
+	id2=$(conn_with "$D2" '(^|[^0-9])90([^0-9]|$)') || fail "no connection in dom2/conn mentions port 90: $(timeout 5 ls "$D2/conn")"
 	local s1 s2
 	s1=$(timeout 5 cat "$D1/conn/$id1/status")
 	s2=$(timeout 5 cat "$D2/conn/$id2/status")
@@ -402,7 +398,7 @@ case_status_files() {
 		echo "$s2" | grep -Eqx "$want" || fail "dom2's status lacks a line '$want'"
 	done
 	# The links each side sees.
-	listed "$D1/links" 2 || fail "dom1/links does not list domain 2: $(ls "$D1/links")"
+	listed "$D1/links" 2 || fail "dom1/links does not list domain 2: $(timeout 5 ls "$D1/links")"
 	local l2
 	l2=$(timeout 5 cat "$D2/links/1") || fail "cat dom2/links/1 failed"
 	echo "dom2/links/1:"; echo "$l2" | sed 's/^/    /'
@@ -410,7 +406,7 @@ case_status_files() {
 		echo "$l2" | grep -Eqx "$want" || fail "dom2/links/1 lacks a line '$want'"
 	done
 	# ctl: hang up from dom1; dom2's connection must go away.
-	echo hangup >"$D1/conn/$id1/ctl" || fail "writing hangup to conn/$id1/ctl failed"
+	timeout 5 bash -c 'echo hangup > "$1"' _ "$D1/conn/$id1/ctl" || fail "writing hangup to conn/$id1/ctl failed"
 	for i in $(seq 50); do
 		timeout 5 cat "$D2/conn/$id2/status" 2>/dev/null | grep -qx 'state established' || break
 		sleep 0.1
@@ -420,7 +416,7 @@ case_status_files() {
 	echo "after hangup, dom2/conn/$id2/status: $(timeout 5 cat "$D2/conn/$id2/status" 2>&1 | grep state || echo gone)"
 	kill "$server" "$client" 2>/dev/null
 	wait "$server" "$client" 2>/dev/null
-	rm "$D1/listen/90"
+	timeout 5 rm "$D1/listen/90"
 	return 0
 }
 
@@ -456,7 +452,7 @@ case_killed_domain() {
 	send "$D2/connect/1/93" still-here || fail "dom2 -> dom1 after the kill failed: $(cat "$CASE_DIR/send.err")"
 	wait "$r2" || fail "dom1's accept after the kill exited with $?"
 	[ "$(cat "$CASE_DIR/after")" = still-here ] || fail "dom1 got '$(cat "$CASE_DIR/after")' after the kill"
-	rm "$D1/listen/93" "$D1/listen/91" 2>/dev/null
+	timeout 5 rm "$D1/listen/93" "$D1/listen/91" 2>/dev/null
 	return 0
 }
 
@@ -476,13 +472,13 @@ case_standalone_mount() {
 	local d1=$!
 	for i in $(seq 100); do grep -q '^ready' "$x/m1.out" 2>/dev/null && break; sleep 0.1; done
 	grep -q '^ready' "$x/m1.out" || fail "first idcfs mount not ready: $(tail -n 5 "$x/m1.err")"
-	[ "$(cat "$m/self")" = 5 ] || fail "self says '$(cat "$m/self")', want 5 (read from Xenstore)"
+	[ "$(timeout 5 cat "$m/self")" = 5 ] || fail "self says '$(timeout 5 cat "$m/self")', want 5 (read from Xenstore)"
 	# timeout's child is the daemon.
 	local pid
 	pid=$(pgrep -P "$d1") || fail "no daemon under timeout $d1"
 	kill -KILL "$pid"
 	wait "$d1" 2>/dev/null
-	stat "$m/self" >/dev/null 2>"$x/stale.err" && fail "the mount still answers after its daemon was killed"
+	timeout 5 stat "$m/self" >/dev/null 2>"$x/stale.err" && fail "the mount still answers after its daemon was killed"
 	grep -q "not connected" "$x/stale.err" || fail "want a stale mount (ENOTCONN), got: $(cat "$x/stale.err")"
 	echo "after SIGKILL: $(cat "$x/stale.err")"
 	# A plain umount clears the stale mount...
@@ -496,12 +492,12 @@ case_standalone_mount() {
 	pid=$(pgrep -P "$d1") || fail "no daemon under timeout $d1"
 	kill -KILL "$pid"
 	wait "$d1" 2>/dev/null
-	stat "$m/self" >/dev/null 2>&1 && fail "the mount still answers after its daemon was killed (twice)"
+	timeout 5 stat "$m/self" >/dev/null 2>&1 && fail "the mount still answers after its daemon was killed (twice)"
 	timeout 60 "$IDCFS" mount --backend shm --shm-dir "$x/shm" --xenstore "$x/xs5" "$m" >"$x/m2.out" 2>"$x/m2.err" &
 	local d2=$!
 	for i in $(seq 100); do grep -q '^ready' "$x/m2.out" 2>/dev/null && break; sleep 0.1; done
 	grep -q '^ready' "$x/m2.out" || fail "restarted idcfs mount not ready over the stale mount: $(tail -n 5 "$x/m2.err")"
-	[ "$(cat "$m/self")" = 5 ] || fail "restarted daemon: self says '$(cat "$m/self")'"
+	[ "$(timeout 5 cat "$m/self")" = 5 ] || fail "restarted daemon: self says '$(timeout 5 cat "$m/self")'"
 	pid=$(pgrep -P "$d2") || fail "no daemon under timeout $d2"
 	local t0
 	t0=$(date +%s%N)
