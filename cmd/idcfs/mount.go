@@ -176,6 +176,9 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	m, err := fsnode.Mount(c.mountpoint, mgr, fsnode.Options{Log: dlog, Debug: c.debugFuse})
 	if err != nil {
+		if errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
+			err = fmt.Errorf("%w (idcfs mounts /dev/fuse directly, which needs root)", err)
+		}
 		return withCode(ExitMount, fmt.Errorf("mount %s: %w", c.mountpoint, err))
 	}
 	unmounted := make(chan struct{})

@@ -130,6 +130,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	if os.Geteuid() != 0 {
+		return withCode(ExitMount, errors.New("idcfs sim mounts a FUSE filesystem per domain directly on /dev/fuse, which needs root: run it as root"))
+	}
 	h := &simHost{cfg: cfg, log: log}
 	if err := h.prepare(); err != nil {
 		return err
