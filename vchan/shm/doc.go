@@ -18,8 +18,10 @@
 // event; framed control messages on the same stream carry unmap-notify
 // registrations, so that when a process dies its peer clears the liveness
 // byte and raises the event on its behalf, which is what Xen's kernel drivers
-// do. Each event channel owns one goroutine that accepts and reads its
-// socket; Wait and Notify never start goroutines.
+// do. Wait reads the socket itself on the runtime poller, so an event wakes
+// the waiting goroutine directly; Notify is one non-blocking write. Neither
+// starts goroutines; a listening port owns one goroutine that accepts
+// binders, stopped by Close.
 //
 // dir/dom/<domain>.lock is held (flock) by the Backend of that domain, so a
 // host has at most one Backend per domain, and a domain's leftover files are
