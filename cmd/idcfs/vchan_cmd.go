@@ -214,9 +214,10 @@ func vchanEndpoint(ctx context.Context, o *vchanOptions, be vchan.Backend, st vc
 		if err == nil {
 			return ep, nil
 		}
-		// Not published yet, or a page that is not (or no longer) a
-		// ring: the server may still be starting.
-		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, vchan.ErrBadLayout) {
+		// Not published yet (EACCES where the parent is not readable
+		// by this domain), or a page that is not (or no longer) a ring:
+		// the server may still be starting.
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, fs.ErrPermission) && !errors.Is(err, vchan.ErrBadLayout) {
 			return nil, err
 		}
 		if attempt == 0 {

@@ -1,11 +1,8 @@
 package xen
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
-	"io"
 	"io/fs"
 	"os"
 	"strconv"
@@ -97,117 +94,76 @@ func TestIntegrationEvents(t *testing.T) {
 	}
 }
 
-func TestIntegrationGrantsAndUnmapNotify(t *testing.T) {
+// Sharing needs no peer: the pages are allocated, granted to this domain,
+// mapped here and written; closing them fires the unmap notify, which
+// arrives as an event on the other end of a loopback event channel. (The
+// grants are not mapped back: mapping this domain's own grants through
+// gntdev corrupted memory in PV guests on Linux 6.1 / Xen 4.17, so that is
+// left to the cross-domain scenarios of test/xen.)
+func TestIntegrationShareAndUnmapNotify(t *testing.T) {
 	b, self := openOrSkip(t)
 	srv, cli := bindPair(t, b, self)
-
-	sh, err := b.Share(self, 3)
-	if err != nil {
-		t.Fatalf("Share: %v", err)
-	}
-	defer sh.Close()
-	if len(sh.Bytes()) != 3*vchan.PageSize || len(sh.Refs()) != 3 {
-		t.Fatalf("Share: %d bytes, %d refs", len(sh.Bytes()), len(sh.Refs()))
-	}
-	for i := range sh.Bytes() {
-		sh.Bytes()[i] = byte(i * 7)
-	}
-	mp, err := b.Map(self, sh.Refs(), true)
-	if err != nil {
-		t.Fatalf("Map: %v", err)
-	}
-	if !bytes.Equal(mp.Bytes(), sh.Bytes()) {
-		t.Fatal("mapped pages differ from the shared ones")
-	}
-	mp.Bytes()[5000] = 0xAB
-	if sh.Bytes()[5000] != 0xAB {
-		t.Fatal("a write through the mapping is not seen by the sharer")
-	}
-
-	// Client-style notify: closing the mapping clears byte 20 and signals.
-	sh.Bytes()[20] = 1
-	if err := mp.SetUnmapNotify(20, cli); err != nil {
-		t.Fatalf("gntdev SetUnmapNotify: %v", err)
-	}
-	if err := mp.Close(); err != nil {
-		t.Fatalf("Close mapping: %v", err)
-	}
-	waitWithin(t, srv, 5*time.Second)
-	if sh.Bytes()[20] != 0 {
-		t.Errorf("byte 20 = %d after the mapping closed, want 0", sh.Bytes()[20])
-	}
-
-	// Server-style notify: closing the share clears byte 21 (seen through a
-	// second mapping, which keeps the page alive) and signals.
-	sh.Bytes()[21] = 1
-	if err := sh.SetUnmapNotify(21, srv); err != nil {
-		t.Fatalf("gntalloc SetUnmapNotify: %v", err)
-	}
-	mp2, err := b.Map(self, sh.Refs(), false)
-	if err != nil {
-		t.Fatalf("Map read-only: %v", err)
-	}
-	defer mp2.Close()
-	if err := sh.Close(); err != nil {
-		t.Fatalf("Close share: %v", err)
-	}
-	waitWithin(t, cli, 5*time.Second)
-	if mp2.Bytes()[21] != 0 {
-		t.Errorf("byte 21 = %d after the share closed, want 0", mp2.Bytes()[21])
-	}
-	if mp2.Bytes()[5000] != 0xAB {
-		t.Error("page content lost while still mapped")
+	for _, npages := range []int{1, 16} {
+		sh, err := b.Share(self, npages)
+		if err != nil {
+			t.Fatalf("Share(%d): %v", npages, err)
+		}
+		mem := sh.Bytes()
+		if len(mem) != npages*vchan.PageSize || len(sh.Refs()) != npages {
+			t.Fatalf("Share(%d): %d bytes, %d refs", npages, len(mem), len(sh.Refs()))
+		}
+		seen := map[uint32]bool{}
+		for _, r := range sh.Refs() {
+			if r < 8 || seen[r] {
+				t.Errorf("Share(%d): bad or repeated grant reference %d in %v", npages, r, sh.Refs())
+			}
+			seen[r] = true
+		}
+		for i, c := range mem {
+			if c != 0 {
+				t.Fatalf("Share(%d): byte %d of a fresh page is %#x", npages, i, c)
+			}
+		}
+		for i := range mem {
+			mem[i] = byte(i)
+		}
+		mem[21] = 1
+		if err := sh.SetUnmapNotify(21, srv); err != nil {
+			t.Fatalf("gntalloc SetUnmapNotify: %v", err)
+		}
+		if err := sh.SetUnmapNotify(20, srv); !errors.Is(err, ErrNotifySet) {
+			t.Errorf("second SetUnmapNotify = %v, want ErrNotifySet", err)
+		}
+		if err := sh.Close(); err != nil {
+			t.Fatalf("Close share: %v", err)
+		}
+		waitWithin(t, cli, 5*time.Second)
+		if err := sh.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
 	}
 }
 
-func TestIntegrationEndpointLoopback(t *testing.T) {
+// Allocating and releasing many times must not leak: the driver's limit
+// (1024 pages for the whole domain by default) would run out.
+func TestIntegrationShareReleases(t *testing.T) {
 	b, self := openOrSkip(t)
-	for _, tc := range []struct {
-		name         string
-		left, right  int
-		bytesToCarry int
-	}{
-		{"in-page rings", 0, 0, 256 << 10},
-		{"64KiB rings", 64 << 10, 64 << 10, 4 << 20},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			srv, err := vchan.NewServer(b, self, tc.left, tc.right)
-			if err != nil {
-				t.Fatalf("NewServer: %v", err)
-			}
-			defer srv.Close()
-			cli, err := vchan.NewClient(b, self, srv.RingRef(), srv.Port())
-			if err != nil {
-				t.Fatalf("NewClient: %v", err)
-			}
-			defer cli.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := srv.WaitConnected(ctx); err != nil {
-				t.Fatalf("WaitConnected: %v", err)
-			}
-			data := make([]byte, tc.bytesToCarry)
-			for i := range data {
-				data[i] = byte(i*31 + i>>8)
-			}
-			werr := make(chan error, 1)
-			go func() {
-				_, err := cli.WriteContext(ctx, data)
-				werr <- errors.Join(err, cli.Close())
-			}()
-			start := time.Now()
-			got, err := io.ReadAll(srv)
-			el := time.Since(start)
-			if err != nil {
-				t.Fatalf("read: %v", err)
-			}
-			if err := <-werr; err != nil {
-				t.Fatalf("write: %v", err)
-			}
-			if sha256.Sum256(got) != sha256.Sum256(data) {
-				t.Fatalf("received %d bytes that differ from the %d sent", len(got), len(data))
-			}
-			t.Logf("%d bytes in %v (%.1f MiB/s)", len(got), el, float64(len(got))/el.Seconds()/(1<<20))
-		})
+	for i := range 200 {
+		sh, err := b.Share(self, 16)
+		if err != nil {
+			t.Fatalf("round %d: Share: %v", i, err)
+		}
+		if err := sh.Close(); err != nil {
+			t.Fatalf("round %d: Close: %v", i, err)
+		}
+	}
+	for i := range 50 {
+		c, err := b.AllocUnbound(self)
+		if err != nil {
+			t.Fatalf("round %d: AllocUnbound: %v", i, err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("round %d: Close: %v", i, err)
+		}
 	}
 }

@@ -1,0 +1,42 @@
+# Shell helpers shared by the dom0 and domU images of test/xen (busybox sh).
+# Every line the host looks for starts with "XT-".
+
+xt_uptime() { cut -d' ' -f1 /proc/uptime; }
+
+# xt_mark TEXT: a progress line on the console.
+xt_mark() { echo "XT-MARK $* t=$(xt_uptime)"; }
+
+# xt_arg NAME DEFAULT: value of NAME=... on the kernel command line.
+xt_arg() {
+    for a in $(cat /proc/cmdline); do
+        case $a in "$1="*) echo "${a#*=}"; return ;; esac
+    done
+    echo "$2"
+}
+
+# xt_insmod MODULE...: load Debian's xen and fuse modules (no dependencies
+# between them, so busybox insmod does).
+xt_insmod() {
+    for m in "$@"; do
+        insmod "/lib/modules/$m.ko" || echo "XT-WARN insmod $m failed"
+    done
+}
+
+# xt_base_mounts: the file systems every image needs.
+xt_base_mounts() {
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    mount -t devtmpfs devtmpfs /dev
+    mkdir -p /dev/pts /dev/shm
+    mount -t devpts devpts /dev/pts
+    mount -t tmpfs tmpfs /run
+    mount -t tmpfs tmpfs /tmp
+}
+
+# xt_make_data MIB: /tmp/xt-data, MIB MiB of random bytes.
+xt_make_data() {
+    dd if=/dev/urandom of=/tmp/xt-data bs=1048576 count="$1" 2>/dev/null
+}
+
+# xt_sha FILE: the sha256 of FILE, hex only.
+xt_sha() { sha256sum "$1" | cut -d' ' -f1; }
