@@ -506,13 +506,14 @@ func (c *Conn) failWrites(err error) {
 // resetBy marks the connection reset by the peer or by the link (err wraps
 // ErrReset) and frees it.
 func (c *Conn) resetBy(err error) {
+	// Writes first, so that once a Read reports the reset a Write does too.
+	c.failWrites(err)
 	c.mu.Lock()
 	if c.resetErr == nil {
 		c.resetErr = err
 	}
 	c.mu.Unlock()
 	signal(c.rsig)
-	c.failWrites(err)
 	c.free()
 }
 
