@@ -124,31 +124,27 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 // ConnInfo describes a connection.
 type ConnInfo struct {
-	ID              uint64
-	Local, Remote   Addr
-	State           string
-	BytesIn         uint64
-	BytesOut        uint64
-	Outgoing        bool // this side dialed
-	PendingIn       int  // received bytes not read yet
-	LinkPeerWindow  uint32
-	LinkLocalWindow uint32
+	ID            uint64
+	Local, Remote Addr
+	// State is one of connecting, established, write-shut (CloseWrite was
+	// called), read-eof (the peer shut its sending side), peer-read-shut,
+	// closing, reset.
+	State    string
+	BytesIn  uint64 // bytes the application read
+	BytesOut uint64 // bytes put on the ring
+	Outgoing bool   // this side dialed
+	Buffered int    // received bytes not read yet
+	Window   uint32 // this side's receive window
 }
 
 // Info returns a snapshot of the connection's state.
 func (c *Conn) Info() ConnInfo {
 	c.mu.Lock()
-	st := c.stateStringLocked()
-	pend := c.rw - c.rr
-	win := c.window
-	c.mu.Unlock()
-	c.l.mu.Lock()
-	pw := c.peerAlloc
-	c.l.mu.Unlock()
+	defer c.mu.Unlock()
 	return ConnInfo{
-		ID: c.id, Local: c.local, Remote: c.remote, State: st,
+		ID: c.id, Local: c.local, Remote: c.remote, State: c.stateStringLocked(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), Outgoing: c.outgoing,
-		PendingIn: pend, LinkPeerWindow: pw, LinkLocalWindow: win,
+		Buffered: c.rw - c.rr, Window: c.window,
 	}
 }
 

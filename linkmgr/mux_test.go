@@ -271,7 +271,7 @@ func TestStalledReader(t *testing.T) {
 		}
 	}()
 	waitFor(t, "stalled window full", func() bool {
-		return ss.Info().PendingIn >= DefaultWindow
+		return ss.Info().Buffered >= DefaultWindow
 	})
 	withStall := transfer()
 	ratio := float64(alone) / float64(withStall)
@@ -279,7 +279,7 @@ func TestStalledReader(t *testing.T) {
 	if ratio < 0.05 {
 		t.Errorf("throughput next to a stalled reader is %.3f of the throughput alone", ratio)
 	}
-	if p := ss.Info().PendingIn; p > DefaultWindow {
+	if p := ss.Info().Buffered; p > DefaultWindow {
 		t.Errorf("stalled connection buffered %d bytes, more than its window %d", p, DefaultWindow)
 	}
 	sc.Reset()
