@@ -103,8 +103,10 @@ func (d *connectPeerNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Er
 	return fs.NewListDirStream(nil), 0
 }
 
-func (d *connectPeerNode) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EPERM }
-func (d *connectPeerNode) Rmdir(ctx context.Context, name string) syscall.Errno  { return syscall.EPERM }
+func (d *connectPeerNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	return syscall.EPERM
+}
+func (d *connectPeerNode) Rmdir(ctx context.Context, name string) syscall.Errno { return syscall.EPERM }
 
 func (n *connectNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.fsys.setAttr(&out.Attr, syscall.S_IFREG|0o666, 0, 0)

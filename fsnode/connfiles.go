@@ -186,6 +186,11 @@ func (n *connFileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, u
 		return nil, 0, syscall.EACCES
 	}
 	owner, _, e := f.connOwner(n.id)
+	if n.kind == kindConnData && e == nil {
+		// Not opened here, or its last handle is gone (the link manager
+		// may still be finishing it): nothing to attach to.
+		return nil, 0, syscall.ENOENT
+	}
 	if uid != 0 && uid != owner {
 		log.WithField("owner", owner).Debug("connection belongs to another user")
 		return nil, 0, syscall.EACCES
@@ -195,9 +200,6 @@ func (n *connFileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, u
 	}
 	// data: another handle on a connection opened through this
 	// filesystem.
-	if e == nil {
-		return nil, 0, syscall.ENOENT
-	}
 	h, errno := e.newHandle(flags)
 	if errno != 0 {
 		return nil, 0, errno

@@ -405,9 +405,15 @@ func TestIntegrationLoopback(t *testing.T) {
 		if err := writeFile(ctl, "hangup\n"); err != nil {
 			t.Fatalf("hangup: %v", err)
 		}
-		if _, err := sysRead(fd, buf); !errors.Is(err, syscall.ECONNRESET) {
-			t.Errorf("client read after hangup: %v, want ECONNRESET", err)
-		}
+		// Until the reset arrives over the link the client still reads
+		// the EOF of the shutdown.
+		waitFor(t, "ECONNRESET on the client", func() bool {
+			_, err := sysRead(fd, buf)
+			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("client read after hangup: %v, want ECONNRESET", err)
+			}
+			return err != nil
+		})
 	})
 
 	t.Run("StatusAndVanishing", func(t *testing.T) {

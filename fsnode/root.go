@@ -21,15 +21,15 @@ type rootNode struct {
 }
 
 var (
-	_ fs.NodeOnAdder    = (*rootNode)(nil)
-	_ fs.NodeGetattrer  = (*rootNode)(nil)
-	_ fs.NodeUnlinker   = (*rootNode)(nil)
-	_ fs.NodeRmdirer    = (*rootNode)(nil)
-	_ fs.NodeGetattrer  = (*selfNode)(nil)
-	_ fs.NodeOpener     = (*selfNode)(nil)
-	_ fs.NodeSetattrer  = (*selfNode)(nil)
-	_ fs.FileReader     = (*textHandle)(nil)
-	_ fs.FileReleaser   = (*textHandle)(nil)
+	_ fs.NodeOnAdder   = (*rootNode)(nil)
+	_ fs.NodeGetattrer = (*rootNode)(nil)
+	_ fs.NodeUnlinker  = (*rootNode)(nil)
+	_ fs.NodeRmdirer   = (*rootNode)(nil)
+	_ fs.NodeGetattrer = (*selfNode)(nil)
+	_ fs.NodeOpener    = (*selfNode)(nil)
+	_ fs.NodeSetattrer = (*selfNode)(nil)
+	_ fs.FileReader    = (*textHandle)(nil)
+	_ fs.FileReleaser  = (*textHandle)(nil)
 )
 
 func (r *rootNode) OnAdd(ctx context.Context) {
