@@ -2,6 +2,8 @@ package fsnode
 
 import (
 	"context"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +11,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"idcfs/linkmgr"
+	"idcfs/linkmgr/xenstore"
+	"idcfs/linkmgr/xenstored"
 	"idcfs/vchan"
 	"idcfs/vchan/heap"
 )
@@ -60,5 +64,65 @@ func newLoopManager(t *testing.T, dom vchan.DomID) *linkmgr.Manager {
 	if err != nil {
 		t.Fatalf("linkmgr.New: %v", err)
 	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// testHost simulates a Xen host: one heap backend for all domains and an
+// embedded Xenstore with a socket per domain, set up for idcfs.
+type testHost struct {
+	t    *testing.T
+	heap *heap.Host
+	dir  string
+	xsd  *xenstored.Server
+}
+
+// newTestHost introduces doms to a fresh Xenstore and runs linkmgr.Setup
+// for them.
+func newTestHost(t *testing.T, doms ...vchan.DomID) *testHost {
+	t.Helper()
+	log := testLog(t)
+	h := &testHost{t: t, heap: heap.New(), dir: t.TempDir(), xsd: xenstored.New(log.WithField("backend", "xenstored"))}
+	t.Cleanup(func() { h.xsd.Close() })
+	if err := h.xsd.Listen(filepath.Join(h.dir, "0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range doms {
+		if err := h.xsd.IntroduceDomain(uint32(d)); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.xsd.Listen(filepath.Join(h.dir, strconv.Itoa(int(d))), uint32(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := linkmgr.Setup(context.Background(), h.client(0), doms); err != nil {
+		t.Fatalf("linkmgr.Setup: %v", err)
+	}
+	return h
+}
+
+func (h *testHost) client(d vchan.DomID) *xenstore.Client {
+	h.t.Helper()
+	c, err := xenstore.Dial(filepath.Join(h.dir, strconv.Itoa(int(d))))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// manager starts the link manager of domain d.
+func (h *testHost) manager(d vchan.DomID) *linkmgr.Manager {
+	h.t.Helper()
+	m, err := linkmgr.New(context.Background(), linkmgr.Config{
+		Self:     d,
+		Backend:  h.heap.Domain(d),
+		Xenstore: h.client(d),
+		Log:      testLog(h.t).WithField("domid", d),
+	})
+	if err != nil {
+		h.t.Fatalf("linkmgr.New(%d): %v", d, err)
+	}
+	h.t.Cleanup(func() { m.Close() })
 	return m
 }

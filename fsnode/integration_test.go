@@ -690,3 +690,93 @@ func FuzzProcState(f *testing.F) {
 		}
 	})
 }
+
+func TestIntegrationTwoDomains(t *testing.T) {
+	needFUSE(t)
+	host := newTestHost(t, 1, 2)
+	a := mountAt(t, host.manager(1))
+	b := mountAt(t, host.manager(2))
+
+	for mnt, want := range map[string]string{a: "1\n", b: "2\n"} {
+		if got, err := os.ReadFile(filepath.Join(mnt, "self")); err != nil || string(got) != want {
+			t.Errorf("%s/self = %q, %v; want %q", mnt, got, err, want)
+		}
+	}
+
+	t.Run("OneShot", func(t *testing.T) {
+		acc := acceptBG(t, a, 80, syscall.O_RDONLY)
+		fd := mustOpen(t, filepath.Join(b, "connect", "1", "80"), syscall.O_WRONLY|syscall.O_TRUNC)
+		if err := sysWriteAll(fd, []byte("from 2\n")); err != nil {
+			t.Fatal(err)
+		}
+		sfd, err := wait(t, acc, "accept")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := findConn(t, a, "local dom(1):80")
+		st, err := os.ReadFile(filepath.Join(a, "conn", id, "status"))
+		if err != nil || !bytes.Contains(st, []byte("\nremote dom(2):")) {
+			t.Errorf("status on dom 1: %v\n%s", err, st)
+		}
+		closeFD(t, fd)
+		got, err := sysReadAll(sfd)
+		closeFD(t, sfd)
+		if err != nil || string(got) != "from 2\n" {
+			t.Errorf("dom 1 read %q, %v", got, err)
+		}
+	})
+
+	t.Run("Links", func(t *testing.T) {
+		if got := ls(t, filepath.Join(a, "connect")); !slices.Contains(got, "2") {
+			t.Errorf("ls connect on dom 1 = %v, want 2 listed", got)
+		}
+		if got := ls(t, filepath.Join(b, "links")); !slices.Contains(got, "1") {
+			t.Errorf("ls links on dom 2 = %v, want 1 listed", got)
+		}
+		text, err := os.ReadFile(filepath.Join(a, "links", "2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{"peer 2\n", "state ", "role ", "read_ring ", "write_ring ", "conns ", "bytes_in ", "bytes_out ", "frames_in ", "frames_out "} {
+			if !bytes.Contains(text, []byte(key)) {
+				t.Errorf("links/2 lacks %q:\n%s", key, text)
+			}
+		}
+		if bytes.Contains(text, []byte("bytes_in 0\n")) {
+			t.Errorf("links/2 counted no bytes after a transfer:\n%s", text)
+		}
+	})
+
+	t.Run("Errors", func(t *testing.T) {
+		if _, err := sysOpen(filepath.Join(b, "connect", "1", "81"), syscall.O_RDWR); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("connect to an unbound port of dom 1: %v, want ECONNREFUSED", err)
+		}
+		if _, err := sysOpen(filepath.Join(b, "connect", "3", "80"), syscall.O_RDWR); !errors.Is(err, syscall.EHOSTUNREACH) {
+			t.Errorf("connect to a domain that does not exist: %v, want EHOSTUNREACH", err)
+		}
+	})
+
+	t.Run("ResetOnLinkLoss", func(t *testing.T) {
+		acc := acceptBG(t, a, 90, syscall.O_RDWR)
+		fd := mustOpen(t, filepath.Join(b, "connect", "1", "90"), syscall.O_RDWR)
+		defer closeFD(t, fd)
+		sfd, err := wait(t, acc, "accept")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closeFD(t, sfd)
+		blocked := goDo(func() (int, error) { return sysRead(sfd, make([]byte, 10)) })
+		time.Sleep(50 * time.Millisecond)
+		host.heap.Kill(2) // domain 2 dies: the link breaks
+		if _, err := wait(t, blocked, "read on dom 1"); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("read after the peer domain died: %v, want ECONNRESET", err)
+		}
+		if err := sysWriteAll(sfd, []byte("x")); err == nil {
+			t.Error("write after the peer domain died succeeded")
+		}
+		waitFor(t, "links/2 to vanish on dom 1", func() bool {
+			_, err := os.Stat(filepath.Join(a, "links", "2"))
+			return errors.Is(err, syscall.ENOENT)
+		})
+	})
+}
