@@ -14,8 +14,8 @@ func TestImports(t *testing.T) {
 	}
 	forbidden := map[string]string{
 		"github.com/hanwen/go-fuse": "nothing below fsnode uses FUSE",
-		"idcfs/fsnode":             "imports flow fsnode -> linkmgr",
-		"idcfs/cmd":                "imports flow cmd -> linkmgr",
+		"idcfs/fsnode":              "imports flow fsnode -> linkmgr",
+		"idcfs/cmd":                 "imports flow cmd -> linkmgr",
 	}
 	for _, dep := range strings.Fields(string(out)) {
 		for bad, why := range forbidden {
