@@ -68,13 +68,13 @@ func (d *connectDirNode) Lookup(ctx context.Context, name string, out *fuse.Entr
 }
 
 func (d *connectDirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	links := d.fsys.m.Links()
-	entries := make([]fuse.DirEntry, 0, len(links))
-	for _, l := range links {
+	peers := linkPeers(d.fsys.m.Links())
+	entries := make([]fuse.DirEntry, 0, len(peers))
+	for _, p := range peers {
 		entries = append(entries, fuse.DirEntry{
-			Name: strconv.FormatUint(uint64(l.Peer), 10),
+			Name: strconv.FormatUint(uint64(p), 10),
 			Mode: syscall.S_IFDIR,
-			Ino:  kindConnectPeer | uint64(l.Peer),
+			Ino:  kindConnectPeer | uint64(p),
 		})
 	}
 	return dirStream(entries), 0

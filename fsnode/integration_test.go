@@ -446,6 +446,14 @@ func TestIntegrationLoopback(t *testing.T) {
 		if !bytes.HasPrefix(b, []byte("id "+sid+"\nstate ")) {
 			t.Errorf("status does not start with id and state:\n%s", b)
 		}
+		// Loopback: one entry for this domain, with the link's two ends.
+		if got := ls(t, filepath.Join(mnt, "links")); !slices.Equal(got, []string{"1"}) {
+			t.Errorf("ls links = %v, want [1]", got)
+		}
+		lt, err := os.ReadFile(filepath.Join(mnt, "links", "1"))
+		if err != nil || !bytes.Contains(lt, []byte("role loopback-server\n")) || !bytes.Contains(lt, []byte("role loopback-client\n")) {
+			t.Errorf("links/1: %v\n%s", err, lt)
+		}
 		closeFD(t, fd)
 		closeFD(t, sfd)
 		waitFor(t, "conn/"+sid+" to vanish", func() bool {

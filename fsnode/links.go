@@ -38,14 +38,29 @@ var (
 	_ fs.NodeOpener    = (*linkNode)(nil)
 )
 
-// link returns the link manager's view of the link to peer.
-func (f *filesystem) link(peer vchan.DomID) (linkmgr.LinkInfo, bool) {
+// links returns the link manager's view of the links to peer: usually one,
+// two for loopback (this domain's server and client ends).
+func (f *filesystem) links(peer vchan.DomID) []linkmgr.LinkInfo {
+	var out []linkmgr.LinkInfo
 	for _, l := range f.m.Links() {
 		if l.Peer == peer {
-			return l, true
+			out = append(out, l)
 		}
 	}
-	return linkmgr.LinkInfo{}, false
+	return out
+}
+
+// linkPeers returns the domains with at least one link, each once.
+func linkPeers(links []linkmgr.LinkInfo) []vchan.DomID {
+	seen := make(map[vchan.DomID]bool, len(links))
+	var peers []vchan.DomID
+	for _, l := range links {
+		if !seen[l.Peer] {
+			seen[l.Peer] = true
+			peers = append(peers, l.Peer)
+		}
+	}
+	return peers
 }
 
 func (d *linksDirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -58,7 +73,7 @@ func (d *linksDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryO
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	if _, ok := d.fsys.link(dom); !ok {
+	if len(d.fsys.links(dom)) == 0 {
 		return nil, syscall.ENOENT
 	}
 	ch := d.NewInode(ctx, &linkNode{fsys: d.fsys, peer: dom},
@@ -68,13 +83,13 @@ func (d *linksDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryO
 }
 
 func (d *linksDirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	links := d.fsys.m.Links()
-	entries := make([]fuse.DirEntry, 0, len(links))
-	for _, l := range links {
+	peers := linkPeers(d.fsys.m.Links())
+	entries := make([]fuse.DirEntry, 0, len(peers))
+	for _, p := range peers {
 		entries = append(entries, fuse.DirEntry{
-			Name: strconv.FormatUint(uint64(l.Peer), 10),
+			Name: strconv.FormatUint(uint64(p), 10),
 			Mode: syscall.S_IFREG,
-			Ino:  kindLink | uint64(l.Peer),
+			Ino:  kindLink | uint64(p),
 		})
 	}
 	return dirStream(entries), 0
@@ -96,25 +111,35 @@ func (n *linkNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if errno := readOnlyOpen(flags); errno != 0 {
 		return nil, 0, errno
 	}
-	l, ok := n.fsys.link(n.peer)
-	if !ok {
+	links := n.fsys.links(n.peer)
+	if len(links) == 0 {
 		return nil, 0, syscall.ENOENT
 	}
-	return newTextHandle(linkText(l)), streamFlags, 0
+	return newTextHandle(linkText(links)), streamFlags, 0
 }
 
-// linkText renders links/<domid>: one "key value" pair per line.
-func linkText(l linkmgr.LinkInfo) []byte {
+// linkText renders links/<domid>: one "key value" pair per line, a block
+// per link, blocks separated by an empty line.
+func linkText(links []linkmgr.LinkInfo) []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "peer %d\n", l.Peer)
-	fmt.Fprintf(&b, "state %s\n", l.State)
-	fmt.Fprintf(&b, "role %s\n", l.Role)
-	fmt.Fprintf(&b, "read_ring %d\n", l.ReadRing)
-	fmt.Fprintf(&b, "write_ring %d\n", l.WriteRing)
-	fmt.Fprintf(&b, "conns %d\n", l.Conns)
-	fmt.Fprintf(&b, "bytes_in %d\n", l.BytesIn)
-	fmt.Fprintf(&b, "bytes_out %d\n", l.BytesOut)
-	fmt.Fprintf(&b, "frames_in %d\n", l.FramesIn)
-	fmt.Fprintf(&b, "frames_out %d\n", l.FramesOut)
+	for i, l := range links {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		writeLink(&b, l)
+	}
 	return b.Bytes()
+}
+
+func writeLink(b *bytes.Buffer, l linkmgr.LinkInfo) {
+	fmt.Fprintf(b, "peer %d\n", l.Peer)
+	fmt.Fprintf(b, "state %s\n", l.State)
+	fmt.Fprintf(b, "role %s\n", l.Role)
+	fmt.Fprintf(b, "read_ring %d\n", l.ReadRing)
+	fmt.Fprintf(b, "write_ring %d\n", l.WriteRing)
+	fmt.Fprintf(b, "conns %d\n", l.Conns)
+	fmt.Fprintf(b, "bytes_in %d\n", l.BytesIn)
+	fmt.Fprintf(b, "bytes_out %d\n", l.BytesOut)
+	fmt.Fprintf(b, "frames_in %d\n", l.FramesIn)
+	fmt.Fprintf(b, "frames_out %d\n", l.FramesOut)
 }
