@@ -374,7 +374,9 @@ case_status_files() {
 	timeout 15 bash -c 'exec 3<>"$1"; printf abc >&3; head -c 5 <&3 >"$2"; sleep 8' _ "$D1/listen/90" "$CASE_DIR/got1" &
 	local server=$!
 	wait_bound "$D1" 90
-	timeout 15 bash -c 'exec 3<>"$1"; head -c 3 <&3 >"$2"; printf defgh >&3; sleep 8' _ "$D2/connect/1/90" "$CASE_DIR/got" &
+	# The client then blocks reading until the server hangs up.
+	timeout 15 bash -c 'exec 3<>"$1"; head -c 3 <&3 >"$2"; printf defgh >&3; cat <&3 >/dev/null 2>"$3"; echo $? >"$4"' \
+		_ "$D2/connect/1/90" "$CASE_DIR/got" "$CASE_DIR/hup.err" "$CASE_DIR/hup.rc" &
 	local client=$!
 	local i
 	for i in $(seq 50); do [ -s "$CASE_DIR/got" ] && break; sleep 0.1; done
@@ -414,6 +416,11 @@ case_status_files() {
 	timeout 5 cat "$D2/conn/$id2/status" 2>/dev/null | grep -qx 'state established' &&
 		fail "dom2's connection still established 5 s after dom1 hung up"
 	echo "after hangup, dom2/conn/$id2/status: $(timeout 5 cat "$D2/conn/$id2/status" 2>&1 | grep state || echo gone)"
+	for i in $(seq 50); do [ -s "$CASE_DIR/hup.rc" ] && break; sleep 0.1; done
+	[ -s "$CASE_DIR/hup.rc" ] || fail "dom2's read still blocked 5 s after dom1 hung up"
+	[ "$(cat "$CASE_DIR/hup.rc")" != 0 ] || fail "dom2's read ended with EOF after a hangup; want ECONNRESET"
+	grep -q "Connection reset by peer" "$CASE_DIR/hup.err" || fail "dom2's read after hangup: $(cat "$CASE_DIR/hup.err")"
+	echo "dom2's blocked read after the hangup: $(cat "$CASE_DIR/hup.err")"
 	kill "$server" "$client" 2>/dev/null
 	wait "$server" "$client" 2>/dev/null
 	timeout 5 rm "$D1/listen/90"
