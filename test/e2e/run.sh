@@ -327,6 +327,33 @@ case_epipe_after_peer_hangup() {
 	timeout 5 rm "$D1/listen/87"
 }
 
+# Half-close through ctl: the peer reads EOF after what was sent, the answer
+# still comes back, and a later write here fails with EPIPE.
+case_half_close() {
+	timeout 10 bash -c 'exec 3<>"$1"; n=$(cat <&3 | wc -c); echo "got $n" >&3' _ "$D1/listen/94" &
+	local server=$!
+	wait_bound "$D1" 94
+	local out
+	out=$(timeout 10 bash -c '
+		exec 3<>"$1"
+		printf abcdef >&3
+		for c in $(ls "$2"); do
+			grep -qx "remote dom(1):94" "$2/$c/status" && id=$c
+		done
+		[ -n "${id:-}" ] || { echo "no conn for port 94"; exit 3; }
+		echo shutdown >"$2/$id/ctl" || exit 4
+		read -r reply <&3 || exit 5
+		echo "$reply"
+		printf x >&3 2>"$3" && { echo "write after shutdown succeeded"; exit 6; }
+		grep -q "Broken pipe" "$3" || { cat "$3"; exit 7; }
+		exit 0' _ "$D2/connect/1/94" "$D2/conn" "$CASE_DIR/w.err")
+	local rc=$?
+	[ "$rc" = 0 ] || fail "client exited $rc: $out"
+	[ "$out" = "got 6" ] || fail "client got '$out', want 'got 6'"
+	wait "$server" || fail "server exited with $?"
+	timeout 5 rm "$D1/listen/94"
+}
+
 case_sigint_blocked_accept() {
 	env --default-signal=INT cat "$D1/listen/88" >/dev/null &
 	local pid=$!
@@ -539,7 +566,7 @@ case_sim_stops_cleanly() {
 # --- run ----------------------------------------------------------------------
 
 CASES="oneshot stays_bound refused unreachable request_response bulk_64mib_both_ways concurrent_40
-eof_on_peer_close epipe_after_peer_hangup sigint_blocked_accept sigint_blocked_read rm_unbinds
+eof_on_peer_close epipe_after_peer_hangup half_close sigint_blocked_accept sigint_blocked_read rm_unbinds
 status_files killed_domain standalone_mount sim_stops_cleanly"
 PASSED=0
 FAILED=()
