@@ -136,9 +136,8 @@ func (st *streams) move(b *testing.B, total int) {
 
 // BenchmarkThroughput reports link throughput with one and with 64
 // connections as a ratio to a bare vchan's throughput on the same backend
-// and ring size ("x-raw"). The two are measured alternately in the same
-// run, so that load from elsewhere on the machine hits both alike; ns/op
-// and MB/s are the link's alone.
+// and ring size ("x-raw", best run against best run). The two are measured
+// alternately in the same run; ns/op and MB/s are the link's alone.
 func BenchmarkThroughput(b *testing.B) {
 	const total = 32 << 20
 	for _, backend := range benchBackends {
@@ -151,19 +150,29 @@ func BenchmarkThroughput(b *testing.B) {
 				}
 				st := openStreams(b, m2, ln, 1, conns)
 				st.move(b, 1<<20) // warm up
-				var rawTime, linkTime time.Duration
+				// Best of each kind: load from elsewhere on the machine only
+				// ever makes a run slower, so the fastest runs compare the
+				// two paths themselves.
+				var rawBest, linkBest time.Duration
 				b.SetBytes(total)
 				b.ResetTimer()
 				for b.Loop() {
 					b.StopTimer()
-					rawTime += time.Duration(float64(time.Second) * float64(total) / rawThroughput(b, be1, be2, total))
+					raw := time.Duration(float64(time.Second) * float64(total) / rawThroughput(b, be1, be2, total))
 					b.StartTimer()
 					start := time.Now()
 					st.move(b, total)
-					linkTime += time.Since(start)
+					d := time.Since(start)
+					if rawBest == 0 || raw < rawBest {
+						rawBest = raw
+					}
+					if linkBest == 0 || d < linkBest {
+						linkBest = d
+					}
 				}
-				b.ReportMetric(float64(rawTime)/float64(linkTime), "x-raw")
-				b.ReportMetric(float64(total)*float64(b.N)/rawTime.Seconds()/1e6, "raw-MB/s")
+				b.ReportMetric(float64(rawBest)/float64(linkBest), "x-raw")
+				b.ReportMetric(float64(total)/rawBest.Seconds()/1e6, "raw-MB/s")
+				b.ReportMetric(float64(total)/linkBest.Seconds()/1e6, "best-MB/s")
 			})
 		}
 	}

@@ -2,6 +2,7 @@ package linkmgr
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -70,6 +71,7 @@ type Conn struct {
 	queued       bool   // in the link's data queue
 	creditQueued bool   // in the link's credit queue
 	wfail        error  // why writes fail from now on
+	wb           wbatch // scratch for the Write fast path
 	txCnt        uint64 // bytes sent
 	peerAlloc    uint32 // peer's buf_alloc
 	peerFwd      uint64 // peer's fwd_cnt
@@ -345,6 +347,16 @@ func (c *Conn) write(ctx context.Context, p []byte) (int, error) {
 		return 0, nil
 	}
 	c.wpend, c.woff = p, 0
+	if err := l.writeFastLocked(c); err != nil {
+		l.mu.Unlock()
+		l.fail(fmt.Errorf("ring write: %w", err), proto.ReasonNormal, false)
+		l.mu.Lock()
+	}
+	if c.woff == len(p) {
+		c.wpend, c.woff = nil, 0
+		l.mu.Unlock()
+		return len(p), nil
+	}
 	l.scheduleLocked(c)
 	l.mu.Unlock()
 	var stop error

@@ -75,6 +75,7 @@ type link struct {
 	dataq        []*Conn // connections with data and credit, round robin
 	wwake        chan struct{}
 	peerMaxFrame uint32
+	writing      bool // a goroutine is writing frames to the ring
 	idle         *time.Timer
 
 	hmu     sync.Mutex // guards hctx/hcancel
@@ -291,15 +292,103 @@ func (l *link) unqueueLocked(c *Conn) {
 	}
 }
 
+// wbatch is the scratch space of one ring writer: the link's writer
+// goroutine has one, and every Conn one for its own fast path.
+type wbatch struct {
+	buf []byte
+	hdr [proto.HeaderLen]byte
+}
+
+// workLocked reports whether frames wait for the ring.
+func (l *link) workLocked() bool {
+	return len(l.ctrl) > 0 || len(l.creditq) > 0 || len(l.dataq) > 0
+}
+
+// writeBatchLocked writes, as one WriteBuffers call, the pending control
+// frames, the pending CREDITs and at most one DATA_ind: from own if given
+// (a Write on the fast path), else from the head of the data queue. l.mu
+// is held on entry and on return (it is released around the ring write),
+// and the caller holds the writing token (l.writing).
+func (l *link) writeBatchLocked(b *wbatch, own *Conn) error {
+	b.buf = append(b.buf[:0], l.ctrl...)
+	l.ctrl = l.ctrl[:0]
+	frames := 0
+	for _, c := range l.creditq {
+		c.creditQueued = false
+		c.mu.Lock()
+		cr := proto.Credit{BufAlloc: c.window, FwdCnt: c.fwdCnt}
+		c.sentFwd = c.fwdCnt
+		live := c.resetErr == nil && !c.closed
+		c.mu.Unlock()
+		if live {
+			b.buf = cr.AppendFrame(b.buf, c.wid)
+			frames++
+		}
+	}
+	clear(l.creditq)
+	l.creditq = l.creditq[:0]
+	c := own
+	if c == nil && len(l.dataq) > 0 {
+		c = l.dataq[0]
+		copy(l.dataq, l.dataq[1:])
+		l.dataq[len(l.dataq)-1] = nil
+		l.dataq = l.dataq[:len(l.dataq)-1]
+		c.queued = false
+	}
+	var payload []byte
+	if c != nil {
+		n := min(int64(len(c.wpend)-c.woff), c.creditLocked(), int64(l.peerMaxFrame))
+		if n > 0 {
+			payload = c.wpend[c.woff : c.woff+int(n)]
+			c.wbusy = true
+			// Counted before the write: the peer may answer with a CREDIT
+			// before WriteBuffers returns.
+			c.txCnt += uint64(n)
+			proto.PutHeader(b.hdr[:], proto.Header{Type: proto.TypeData, Conn: c.wid, Length: uint32(n)})
+		} else {
+			c = nil
+		}
+	}
+	l.mu.Unlock()
+	var err error
+	if payload != nil {
+		_, err = l.ep.WriteBuffers(l.ctx, b.buf, b.hdr[:], payload)
+		frames++
+	} else if len(b.buf) > 0 {
+		_, err = l.ep.WriteBuffers(l.ctx, b.buf)
+	}
+	l.framesOut.Add(uint64(frames))
+	l.mu.Lock()
+	if c == nil {
+		return err
+	}
+	c.wbusy = false
+	if err == nil {
+		c.woff += len(payload)
+		l.bytesOut.Add(uint64(len(payload)))
+		c.bytesOut.Add(uint64(len(payload)))
+	}
+	if c != own {
+		if err == nil {
+			l.scheduleLocked(c)
+		}
+		// Wake the Write only when it has something to do: its data is all
+		// out, or it waits for this frame to finish to give up.
+		if c.woff == len(c.wpend) || c.wwaitBusy || err != nil {
+			signal(c.wsig)
+		}
+	}
+	return err
+}
+
+// writer sends whatever Writes and the link queue for the ring, whenever no
+// Write is sending its own frames (the fast path in Conn.write).
 func (l *link) writer() {
 	defer l.wg.Done()
-	var (
-		buf []byte
-		hdr [proto.HeaderLen]byte
-	)
+	var b wbatch
 	for {
 		l.mu.Lock()
-		for len(l.ctrl) == 0 && len(l.creditq) == 0 && len(l.dataq) == 0 {
+		for !l.workLocked() || l.writing {
 			l.mu.Unlock()
 			select {
 			case <-l.wwake:
@@ -312,77 +401,35 @@ func (l *link) writer() {
 			l.mu.Unlock()
 			return
 		}
-		buf = append(buf[:0], l.ctrl...)
-		l.ctrl = l.ctrl[:0]
-		frames := 0
-		for _, c := range l.creditq {
-			c.creditQueued = false
-			c.mu.Lock()
-			cr := proto.Credit{BufAlloc: c.window, FwdCnt: c.fwdCnt}
-			c.sentFwd = c.fwdCnt
-			live := c.resetErr == nil && !c.closed
-			c.mu.Unlock()
-			if live {
-				buf = cr.AppendFrame(buf, c.wid)
-				frames++
-			}
-		}
-		clear(l.creditq)
-		l.creditq = l.creditq[:0]
-		var (
-			c       *Conn
-			payload []byte
-		)
-		if len(l.dataq) > 0 {
-			c = l.dataq[0]
-			copy(l.dataq, l.dataq[1:])
-			l.dataq[len(l.dataq)-1] = nil
-			l.dataq = l.dataq[:len(l.dataq)-1]
-			c.queued = false
-			n := min(int64(len(c.wpend)-c.woff), c.creditLocked(), int64(l.peerMaxFrame))
-			if n > 0 {
-				payload = c.wpend[c.woff : c.woff+int(n)]
-				c.wbusy = true
-				// Counted before the write: the peer may answer with a
-				// CREDIT before WriteBuffers returns.
-				c.txCnt += uint64(n)
-				proto.PutHeader(hdr[:], proto.Header{Type: proto.TypeData, Conn: c.wid, Length: uint32(n)})
-			} else {
-				c = nil
-			}
-		}
+		l.writing = true
+		err := l.writeBatchLocked(&b, nil)
+		l.writing = false
 		l.mu.Unlock()
-
-		var err error
-		if payload != nil {
-			_, err = l.ep.WriteBuffers(l.ctx, buf, hdr[:], payload)
-			frames++
-		} else if len(buf) > 0 {
-			_, err = l.ep.WriteBuffers(l.ctx, buf)
-		}
-		l.framesOut.Add(uint64(frames))
-		if c != nil {
-			l.mu.Lock()
-			c.wbusy = false
-			if err == nil {
-				c.woff += len(payload)
-				l.bytesOut.Add(uint64(len(payload)))
-				c.bytesOut.Add(uint64(len(payload)))
-				l.scheduleLocked(c)
-			}
-			// Wake the Write only when it has something to do: its data is
-			// all out, or it waits for this frame to finish to give up.
-			wake := c.woff == len(c.wpend) || c.wwaitBusy || err != nil
-			l.mu.Unlock()
-			if wake {
-				signal(c.wsig)
-			}
-		}
 		if err != nil {
 			l.fail(fmt.Errorf("ring write: %w", err), proto.ReasonNormal, false)
 			return
 		}
 	}
+}
+
+// writeFastLocked lets a Write put its own frames on the ring while no one
+// else writes and no other connection waits: no hand-off to the writer
+// goroutine. It stops when the data is out, the credit is used up, or
+// another connection queued data (which then gets its turn). l.mu is held.
+func (l *link) writeFastLocked(c *Conn) error {
+	if l.writing || len(l.dataq) > 0 || l.state != lsUp || l.ep == nil {
+		return nil
+	}
+	l.writing = true
+	var err error
+	for err == nil && c.woff < len(c.wpend) && c.wfail == nil && c.creditLocked() > 0 && len(l.dataq) == 0 {
+		err = l.writeBatchLocked(&c.wb, c)
+	}
+	l.writing = false
+	if l.workLocked() {
+		signal(l.wwake)
+	}
+	return err
 }
 
 // ---- reader side ----
