@@ -121,7 +121,10 @@ func (l *link) start(ep *vchan.Endpoint) {
 		Dom:      uint16(l.m.cfg.Self),
 		MaxFrame: uint32(l.m.cfg.MaxFrame),
 	}.AppendFrame(l.ctrl, 0)
-	l.idle = time.NewTimer(l.m.cfg.IdleTimeout)
+	// Armed when the link comes up (setupDone), so a slow HELLO exchange
+	// does not count as idleness.
+	l.idle = time.NewTimer(time.Hour)
+	l.idle.Stop()
 	l.mu.Unlock()
 	l.wg.Add(3)
 	go l.reader()
@@ -139,6 +142,9 @@ func (l *link) setupDone(err error) {
 	l.setupErr = err
 	if err == nil && l.state == lsSetup {
 		l.state = lsUp
+		if len(l.conns) == 0 {
+			l.idle.Reset(l.m.cfg.IdleTimeout)
+		}
 	}
 	close(l.ready)
 	l.mu.Unlock()
