@@ -50,6 +50,8 @@ func TestToErrno(t *testing.T) {
 			&net.OpError{Op: "write", Net: "idc", Err: linkmgr.ErrPeerClosed}, syscall.EPIPE},
 		{"wrapped refused", opConnect,
 			fmt.Errorf("dial dom(2):80: %w", linkmgr.ErrRefused), syscall.ECONNREFUSED},
+		{"manager closed on connect", opConnect, linkmgr.ErrManagerClosed, syscall.ENETDOWN},
+		{"manager closed on read", opRead, linkmgr.ErrManagerClosed, syscall.ECONNRESET},
 		{"canceled wins over reset", opRead,
 			errors.Join(context.Canceled, linkmgr.ErrReset), syscall.EINTR},
 	}

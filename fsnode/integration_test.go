@@ -38,6 +38,13 @@ func needFUSE(t *testing.T) {
 // unmounts it when the test ends.
 func mountAt(t *testing.T, m *linkmgr.Manager) string {
 	t.Helper()
+	_, dir := mountFS(t, m)
+	return dir
+}
+
+// mountFS is mountAt that also returns the mount.
+func mountFS(t *testing.T, m *linkmgr.Manager) (*Mounted, string) {
+	t.Helper()
 	dir := t.TempDir()
 	// t.TempDir's parents are 0700; other users must reach the mount.
 	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
@@ -54,7 +61,7 @@ func mountAt(t *testing.T, m *linkmgr.Manager) string {
 			t.Errorf("Shutdown: %v", err)
 		}
 	})
-	return dir
+	return mt, dir
 }
 
 func retryEINTR[T any](f func() (T, error)) (T, error) {
@@ -615,50 +622,67 @@ func blockedInFUSE(t *testing.T, pid int) {
 	})
 }
 
-// interruptChild starts argv, waits until it blocks in the mount, sends
-// SIGINT and checks that it is gone within a second.
-func interruptChild(t *testing.T, argv ...string) {
+// startChild starts argv and returns a function that sends SIGINT once the
+// child blocks in the mount and checks that it is gone within a second.
+func startChild(t *testing.T, argv ...string) (interrupt func()) {
 	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := goDo(func() (struct{}, error) { return struct{}{}, cmd.Wait() })
-	blockedInFUSE(t, cmd.Process.Pid)
-	start := time.Now()
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return func() {
+		t.Helper()
+		blockedInFUSE(t, cmd.Process.Pid)
+		start := time.Now()
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-done:
+			t.Logf("%v ended %v after SIGINT", argv, time.Since(start))
+		case <-time.After(time.Second):
+			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+			stack, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stack", cmd.Process.Pid))
+			t.Fatalf("%v still there a second after SIGINT: %s\n%s", argv, stat, stack)
+		}
 	}
-	select {
-	case <-done:
-		t.Logf("%v ended %v after SIGINT", argv, time.Since(start))
-	case <-time.After(time.Second):
-		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
-		cmd.Process.Kill()
-		t.Fatalf("%v still there a second after SIGINT: %s", argv, stat)
-	}
+}
+
+// childStack describes where a child process is blocked, for failures.
+func childStack(pid int) string {
+	stack, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stack", pid))
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return string(stat) + "\n" + string(stack)
 }
 
 func testInterrupt(t *testing.T, mnt string) {
 	// Blocked in open (accept).
-	interruptChild(t, "cat", filepath.Join(mnt, "listen", "7200"))
+	startChild(t, "cat", filepath.Join(mnt, "listen", "7200"))()
 
 	// Blocked in read on an established connection.
 	acc := acceptBG(t, mnt, 7201, syscall.O_RDWR)
-	res := make(chan struct{})
-	go func() {
-		defer close(res)
-		interruptChild(t, "cat", filepath.Join(mnt, "connect", "1", "7201"))
-	}()
+	interrupt := startChild(t, "cat", filepath.Join(mnt, "connect", "1", "7201"))
 	sfd, err := wait(t, acc, "accept")
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-res
+	interrupt()
 	// The reader's death closed its end: the server side reads EOF.
 	if got, err := sysReadAll(sfd); err != nil || len(got) != 0 {
 		t.Errorf("server read after the client died: %q, %v", got, err)
 	}
+	closeFD(t, sfd)
+
+	// Blocked in write, for lack of credit: nobody reads the other end.
+	acc = acceptBG(t, mnt, 7202, syscall.O_RDONLY)
+	interrupt = startChild(t, "dd", "if=/dev/zero", "of="+filepath.Join(mnt, "connect", "1", "7202"), "bs=64k", "status=none")
+	sfd, err = wait(t, acc, "accept")
+	if err != nil {
+		t.Fatal(err)
+	}
+	interrupt()
 	closeFD(t, sfd)
 }
 
@@ -787,4 +811,66 @@ func TestIntegrationTwoDomains(t *testing.T) {
 			return errors.Is(err, syscall.ENOENT)
 		})
 	})
+}
+
+func TestIntegrationShutdownWakesEverything(t *testing.T) {
+	needFUSE(t)
+	mt, mnt := mountFS(t, newLoopManager(t, 1))
+
+	blockedAccept := acceptBG(t, mnt, 7300, syscall.O_RDONLY)
+
+	acc := acceptBG(t, mnt, 7301, syscall.O_RDWR)
+	quiet := mustOpen(t, filepath.Join(mnt, "connect", "1", "7301"), syscall.O_RDWR)
+	sfd, err := wait(t, acc, "accept")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blockedRead := goDo(func() (int, error) {
+		defer syscall.Close(sfd)
+		return sysRead(sfd, make([]byte, 10))
+	})
+
+	acc = acceptBG(t, mnt, 7302, syscall.O_RDONLY)
+	wfd := mustOpen(t, filepath.Join(mnt, "connect", "1", "7302"), syscall.O_WRONLY)
+	unread, err := wait(t, acc, "accept")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blockedWrite := goDo(func() (int, error) {
+		defer syscall.Close(wfd)
+		total := 0
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := syscall.Write(wfd, buf) // nobody reads: blocks once the window is full
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			if err != nil {
+				return total, err
+			}
+			total += n
+		}
+	})
+	time.Sleep(200 * time.Millisecond)
+
+	shut := goDo(func() (struct{}, error) { return struct{}{}, mt.Shutdown() })
+	if _, err := wait(t, blockedAccept, "blocked accept"); !errors.Is(err, syscall.ECONNABORTED) {
+		t.Errorf("accept at shutdown: %v, want ECONNABORTED", err)
+	}
+	if n, err := wait(t, blockedRead, "blocked read"); n != 0 || err != nil {
+		t.Errorf("read at shutdown: %d, %v; want EOF", n, err)
+	}
+	if n, err := wait(t, blockedWrite, "blocked write"); !errors.Is(err, syscall.EPIPE) {
+		t.Errorf("write at shutdown after %d bytes: %v, want EPIPE", n, err)
+	}
+	// The unmount completes once the last open file is closed.
+	closeFD(t, quiet)
+	closeFD(t, unread)
+	if _, err := wait(t, shut, "Shutdown"); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &st); err != nil || st.Type == 0x65735546 {
+		t.Errorf("still a FUSE mount after Shutdown (statfs type %#x, %v)", st.Type, err)
+	}
 }

@@ -126,6 +126,20 @@ func Mount(mountpoint string, m *linkmgr.Manager, opts Options) (*Mounted, error
 		return nil, fmt.Errorf("fsnode: mount %s: %w", mountpoint, err)
 	}
 	mt.server = server
+	// fs.Mount waited for the kernel's INIT; make sure the mountpoint now
+	// shows our root before saying the filesystem is ready.
+	var st syscall.Stat_t
+	if err := syscall.Stat(mountpoint, &st); err != nil || st.Ino != inoRoot {
+		f.shutdown()
+		if uerr := server.Unmount(); uerr != nil {
+			_ = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
+		}
+		mt.closeLogs()
+		if err == nil {
+			err = fmt.Errorf("root inode %d, want %d", st.Ino, inoRoot)
+		}
+		return nil, fmt.Errorf("fsnode: mount %s does not answer: %w", mountpoint, err)
+	}
 
 	interval := opts.PruneInterval
 	if interval <= 0 {
@@ -153,10 +167,13 @@ func clearStale(mountpoint string, lg *logrus.Entry) error {
 }
 
 // Shutdown ends every blocked operation (accepts and connects fail with
-// ECONNABORTED, reads see EOF, writes fail), closes every port and
-// connection opened through the filesystem, unmounts it (lazily if it is
-// busy) and waits for the server to stop. It may be called more than once
-// and after an unmount from outside.
+// ECONNABORTED, reads see EOF, writes fail with EPIPE), closes every port
+// and connection opened through the filesystem, unmounts it (lazily if it
+// is busy) and waits for the server to stop. The server stops when the
+// kernel lets go of the mount: with a lazy unmount, once the last file
+// open on it is closed; a caller that must not wait for other processes
+// bounds Shutdown with a timer of its own. It may be called more than once
+// and after an unmount from outside; later calls return the first result.
 func (mt *Mounted) Shutdown() error {
 	mt.shutdownOnce.Do(func() {
 		mt.fsys.shutdown()
