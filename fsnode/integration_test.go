@@ -555,8 +555,10 @@ func testPermissions(t *testing.T, mnt string) {
 		(exec 3<listen/80) 2>/dev/null || echo bind80-denied
 		printf hi >connect/1/7100 && echo connect-ok
 		(exec 3<connect/1/7999) 2>/dev/null || echo refused
+		rm -f self 2>&1
 	`)
-	for _, want := range []string{"accept-denied", "rm-denied", "bind80-denied", "connect-ok", "refused"} {
+	for _, want := range []string{"accept-denied", "rm-denied", "bind80-denied", "connect-ok", "refused",
+		"rm: cannot remove 'self': Permission denied"} {
 		if !strings.Contains(out, want+"\n") {
 			t.Errorf("as nobody: no %q in output:\n%s", want, out)
 		}
@@ -668,6 +670,9 @@ func testInterrupt(t *testing.T, mnt string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The accept can return before the dialer has heard back; a signal
+	// then would end the connect, not a read.
+	findConn(t, mnt, "remote dom(1):7201")
 	interrupt()
 	// The reader's death closed its end: the server side reads EOF.
 	if got, err := sysReadAll(sfd); err != nil || len(got) != 0 {
@@ -682,6 +687,7 @@ func testInterrupt(t *testing.T, mnt string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	findConn(t, mnt, "remote dom(1):7202")
 	interrupt()
 	closeFD(t, sfd)
 }

@@ -133,8 +133,14 @@ func TestIntegrationShellExamples(t *testing.T) {
 			cat connect/1/7999 2>&1
 			cat listen/07000 2>&1
 			echo nonsense >conn/999/ctl 2>&1
-			timeout 0.3 cat listen/7004 || echo "timeout: $?"`)
-		for _, want := range []string{"Connection refused", "No such file or directory", "timeout: 124"} {
+			timeout 0.3 cat listen/7004 || echo "timeout: $?"
+			rm -f self 2>&1
+			chmod 666 listen/7004 2>&1
+			echo 1 >self 2>&1`)
+		for _, want := range []string{"Connection refused", "No such file or directory", "timeout: 124",
+			"rm: cannot remove 'self': Operation not permitted",
+			"chmod: changing permissions of 'listen/7004': Operation not permitted",
+			"self: Permission denied"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("no %q in:\n%s", want, out)
 			}
