@@ -17,6 +17,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"idcfs/linkmgr"
 	"idcfs/linkmgr/xenstore"
 	"idcfs/vchan"
 	"idcfs/vchan/xen"
@@ -131,11 +132,13 @@ func runVchan(ctx context.Context, args []string, log *logrus.Entry) error {
 		return withCode(ExitXenstore, err)
 	}
 	defer xs.Close()
-	st := &xenstoreVchanStore{xs: xs}
-	self, err := st.selfDomID(ctx)
+	self, err := selfDomID(ctx, xs)
 	if err != nil {
 		return withCode(ExitXenstore, err)
 	}
+	// The store libxenvchan uses: PATH/ring-ref and PATH/event-channel,
+	// written in one transaction, n<self> r<peer>.
+	st := linkmgr.NewStore(xs, self)
 	be, err := xen.Open()
 	if err != nil {
 		return withCode(ExitBackend, err)
@@ -145,7 +148,7 @@ func runVchan(ctx context.Context, args []string, log *logrus.Entry) error {
 		o.path = defaultVchanPath(o.listen, self, o.peer)
 	}
 	log = log.WithFields(logrus.Fields{"domid": self, "peer": o.peer, "path": o.path})
-	return vchanSession(ctx, o, be, st, st.peerGone(o.peer), os.Stdin, os.Stdout, log)
+	return vchanSession(ctx, o, be, st, xenstorePeerGone(xs, o.peer), os.Stdin, os.Stdout, log)
 }
 
 // defaultVchanPath follows libxenvchan's convention
@@ -405,27 +408,10 @@ func waitConsumed(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, recv
 	return nil
 }
 
-// xenstoreVchanStore is the vchan.Store of libxenvchan over Xenstore: the
-// server writes PATH/ring-ref and PATH/event-channel in one transaction,
-// each owned by the server and readable by the client.
-type xenstoreVchanStore struct {
-	xs *xenstore.Client
-
-	mu   sync.Mutex
-	self *vchan.DomID
-}
-
-var _ vchan.Store = (*xenstoreVchanStore)(nil)
-
-// selfDomID reads this domain's id from the relative key "domid" (written
-// by the toolstack; xen-init-dom0 in dom0).
-func (s *xenstoreVchanStore) selfDomID(ctx context.Context) (vchan.DomID, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.self != nil {
-		return *s.self, nil
-	}
-	v, err := s.xs.Read(ctx, "domid")
+// selfDomID reads this domain's id from the relative Xenstore key "domid"
+// (written by the toolstack; by xen-init-dom0 in dom0).
+func selfDomID(ctx context.Context, xs *xenstore.Client) (vchan.DomID, error) {
+	v, err := xs.Read(ctx, "domid")
 	if err != nil {
 		return 0, fmt.Errorf("read own domain id from Xenstore key \"domid\": %w", err)
 	}
@@ -433,84 +419,16 @@ func (s *xenstoreVchanStore) selfDomID(ctx context.Context) (vchan.DomID, error)
 	if !ok || id >= 0x7FF0 {
 		return 0, fmt.Errorf("own domain id: Xenstore key \"domid\" holds %q", v)
 	}
-	d := vchan.DomID(id)
-	s.self = &d
-	return d, nil
+	return vchan.DomID(id), nil
 }
 
-// peerGone returns a check that domain peer no longer exists: its
+// xenstorePeerGone returns a check that domain peer no longer exists: its
 // /local/domain/<peer>/domid is absent (ENOENT; a domain that may not read
 // it gets EACCES, which tells nothing).
-func (s *xenstoreVchanStore) peerGone(peer vchan.DomID) func(context.Context) bool {
+func xenstorePeerGone(xs *xenstore.Client, peer vchan.DomID) func(context.Context) bool {
 	key := fmt.Sprintf("/local/domain/%d/domid", peer)
 	return func(ctx context.Context) bool {
-		_, err := s.xs.Read(ctx, key)
+		_, err := xs.Read(ctx, key)
 		return errors.Is(err, fs.ErrNotExist)
 	}
-}
-
-// Publish writes both keys in one transaction with permissions n<self>,
-// r<peer>.
-func (s *xenstoreVchanStore) Publish(ctx context.Context, path string, peer vchan.DomID, ringRef, port uint32) error {
-	self, err := s.selfDomID(ctx)
-	if err != nil {
-		return err
-	}
-	perms := []xenstore.Perm{{Dom: uint32(self)}, {Dom: uint32(peer), Read: true}}
-	return s.xs.Transaction(ctx, func(tx *xenstore.Tx) error {
-		for _, kv := range []struct {
-			key string
-			val uint32
-		}{{"ring-ref", ringRef}, {"event-channel", port}} {
-			p := path + "/" + kv.key
-			if err := tx.Write(ctx, p, strconv.FormatUint(uint64(kv.val), 10)); err != nil {
-				return err
-			}
-			if err := tx.SetPerms(ctx, p, perms); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// Lookup reads both keys. Values must be plain decimal u32 other than 0.
-func (s *xenstoreVchanStore) Lookup(ctx context.Context, path string) (ringRef, port uint32, err error) {
-	if ringRef, err = s.readU32(ctx, path+"/ring-ref"); err != nil {
-		return 0, 0, err
-	}
-	if port, err = s.readU32(ctx, path+"/event-channel"); err != nil {
-		return 0, 0, err
-	}
-	return ringRef, port, nil
-}
-
-func (s *xenstoreVchanStore) readU32(ctx context.Context, key string) (uint32, error) {
-	v, err := s.xs.Read(ctx, key)
-	if err != nil {
-		return 0, err
-	}
-	n, err := parseXenstoreU32(v)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", key, err)
-	}
-	return n, nil
-}
-
-// parseXenstoreU32 parses a value written by a (possibly hostile) peer: at
-// most 10 decimal digits, no sign or space, not 0, at most 2^32-1.
-func parseXenstoreU32(v string) (uint32, error) {
-	if len(v) == 0 || len(v) > 10 {
-		return 0, fmt.Errorf("%w: %q is not a grant reference or port", vchan.ErrBadRef, v)
-	}
-	n, err := strconv.ParseUint(v, 10, 32)
-	if err != nil || n == 0 || v[0] < '0' || v[0] > '9' {
-		return 0, fmt.Errorf("%w: %q is not a grant reference or port", vchan.ErrBadRef, v)
-	}
-	return uint32(n), nil
-}
-
-// Remove deletes path and everything below it.
-func (s *xenstoreVchanStore) Remove(ctx context.Context, path string) error {
-	return s.xs.Rm(ctx, path)
 }

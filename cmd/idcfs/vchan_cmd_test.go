@@ -66,33 +66,6 @@ func TestDefaultVchanPath(t *testing.T) {
 	}
 }
 
-func TestParseXenstoreU32(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want uint32
-		ok   bool
-	}{
-		{"8", 8, true},
-		{"4294967295", 4294967295, true},
-		{"0", 0, false},
-		{"", 0, false},
-		{"4294967296", 0, false},
-		{"+5", 0, false},
-		{"-5", 0, false},
-		{" 5", 0, false},
-		{"5x", 0, false},
-		{"00000000005", 0, false},
-	} {
-		got, err := parseXenstoreU32(tc.in)
-		if tc.ok != (err == nil) || got != tc.want {
-			t.Errorf("parseXenstoreU32(%q) = %d, %v", tc.in, got, err)
-		}
-		if err != nil && !errors.Is(err, vchan.ErrBadRef) {
-			t.Errorf("parseXenstoreU32(%q): error %v does not wrap ErrBadRef", tc.in, err)
-		}
-	}
-}
-
 func testLog(t *testing.T) *logrus.Entry {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
