@@ -15,13 +15,11 @@ import (
 
 // Operation names used in log fields and for operation-dependent errnos.
 const (
-	opLookup  = "lookup"
 	opOpen    = "open"
 	opAccept  = "accept"
 	opConnect = "connect"
 	opRead    = "read"
 	opWrite   = "write"
-	opRelease = "release"
 	opUnlink  = "unlink"
 	opCtl     = "ctl"
 	opBind    = "bind"
