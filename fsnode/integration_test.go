@@ -880,3 +880,58 @@ func TestIntegrationShutdownWakesEverything(t *testing.T) {
 		t.Errorf("still a FUSE mount after Shutdown (statfs type %#x, %v)", st.Type, err)
 	}
 }
+
+func TestIntegrationUnmountFromOutside(t *testing.T) {
+	needFUSE(t)
+	mt, mnt := mountFS(t, newLoopManager(t, 1))
+	waited := goDo(func() (struct{}, error) { mt.Wait(); return struct{}{}, nil })
+	if err := syscall.Unmount(mnt, 0); err != nil {
+		t.Fatalf("umount: %v", err)
+	}
+	wait(t, waited, "Wait after umount")
+	if err := mt.Shutdown(); err != nil {
+		t.Errorf("Shutdown after umount: %v", err)
+	}
+}
+
+func TestIntegrationStaleMountIsCleared(t *testing.T) {
+	needFUSE(t)
+	// A mount whose server is gone answers ENOTCONN, as after a crash.
+	m := newLoopManager(t, 1)
+	mt, mnt := mountFS(t, m)
+	mt.fsys.shutdown()
+	abortConnection(t, mnt)
+	var st syscall.Stat_t
+	if err := syscall.Stat(mnt, &st); !errors.Is(err, syscall.ENOTCONN) {
+		t.Skipf("could not make a stale mount (stat: %v)", err)
+	}
+	mt2, err := Mount(mnt, m, Options{Log: testLog(t)})
+	if err != nil {
+		t.Fatalf("Mount over a stale mount: %v", err)
+	}
+	defer mt2.Shutdown()
+	if b, err := os.ReadFile(filepath.Join(mnt, "self")); err != nil || string(b) != "1\n" {
+		t.Errorf("self on the new mount: %q, %v", b, err)
+	}
+}
+
+// abortConnection aborts the FUSE connection of the mount at mnt through
+// fusectl, which leaves the mount stale as a daemon crash would.
+func abortConnection(t *testing.T, mnt string) {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	const ctl = "/sys/fs/fuse/connections"
+	minor := (st.Dev & 0xff) | ((st.Dev >> 12) & 0xfff00) // the connection's id
+	abort := filepath.Join(ctl, strconv.FormatUint(minor, 10), "abort")
+	if _, err := os.Stat(abort); err != nil {
+		if err := syscall.Mount("none", ctl, "fusectl", 0, ""); err != nil && !errors.Is(err, syscall.EBUSY) {
+			t.Skipf("fusectl not available: %v", err)
+		}
+	}
+	if err := os.WriteFile(abort, []byte("1"), 0); err != nil {
+		t.Skipf("cannot abort the connection: %v", err)
+	}
+}
