@@ -309,6 +309,12 @@ func TestIntegrationLoopback(t *testing.T) {
 		})
 		fd := mustOpen(t, connect(7001), syscall.O_RDWR)
 		defer closeFD(t, fd)
+		if _, err := syscall.Seek(fd, 0, 0); !errors.Is(err, syscall.ESPIPE) {
+			t.Errorf("lseek on a connection: %v, want ESPIPE", err)
+		}
+		if _, err := syscall.Pwrite(fd, []byte("x"), 0); !errors.Is(err, syscall.ESPIPE) {
+			t.Errorf("pwrite on a connection: %v, want ESPIPE", err)
+		}
 		if err := sysWriteAll(fd, []byte("GET\n")); err != nil {
 			t.Fatal(err)
 		}
