@@ -56,6 +56,8 @@ type link struct {
 	setupErr error         // valid once ready is closed
 	dead     chan struct{} // closed by fail
 	deadErr  error         // valid once dead is closed
+	ringGone chan struct{} // closed by fail once the ring is closed (and its keys removed)
+	after    []*link       // earlier links to the same peer whose ring must be gone first
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -78,6 +80,10 @@ type link struct {
 	writing      bool // a goroutine is writing frames to the ring
 	idle         *time.Timer
 
+	// Reader goroutine only.
+	pendWake *Conn           // a Read whose wakeup is deferred (commit)
+	nbctx    context.Context // always done: non-blocking ring reads
+
 	hmu     sync.Mutex // guards hctx/hcancel
 	hctx    context.Context
 	hcancel context.CancelFunc
@@ -88,19 +94,20 @@ type link struct {
 func newLink(m *Manager, peer vchan.DomID, role string) *link {
 	ctx, cancel := context.WithCancel(m.ctx)
 	l := &link{
-		m:       m,
-		peer:    peer,
-		role:    role,
-		server:  role == roleServer || role == roleLoopServer,
-		log:     m.log.WithFields(logrus.Fields{"peer": peer, "role": role}),
-		ready:   make(chan struct{}),
-		dead:    make(chan struct{}),
-		ctx:     ctx,
-		cancel:  cancel,
-		notify:  make(chan struct{}, 1),
-		pendSem: make(chan struct{}, m.cfg.MaxPending),
-		conns:   make(map[uint32]*Conn),
-		wwake:   make(chan struct{}, 1),
+		m:        m,
+		peer:     peer,
+		role:     role,
+		server:   role == roleServer || role == roleLoopServer,
+		log:      m.log.WithFields(logrus.Fields{"peer": peer, "role": role}),
+		ready:    make(chan struct{}),
+		dead:     make(chan struct{}),
+		ringGone: make(chan struct{}),
+		ctx:      ctx,
+		cancel:   cancel,
+		notify:   make(chan struct{}, 1),
+		pendSem:  make(chan struct{}, m.cfg.MaxPending),
+		conns:    make(map[uint32]*Conn),
+		wwake:    make(chan struct{}, 1),
 	}
 	if l.server {
 		l.nextWID = 1
@@ -108,6 +115,9 @@ func newLink(m *Manager, peer vchan.DomID, role string) *link {
 		l.nextWID = 2
 	}
 	l.hctx, l.hcancel = context.WithCancel(ctx)
+	nb, cancelNB := context.WithCancel(context.Background())
+	cancelNB()
+	l.nbctx = nb
 	return l
 }
 
@@ -162,10 +172,10 @@ func (l *link) restartedPeer(gen string) bool {
 	return l.state == lsUp && l.peerGen != "" && gen != l.peerGen
 }
 
-func (l *link) isUp() bool {
+func (l *link) isDown() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.state == lsUp
+	return l.state == lsDown
 }
 
 // fail tears the link down: every connection on it is reset, the ring is
@@ -209,6 +219,7 @@ func (l *link) fail(cause error, reason proto.Reason, tell bool) {
 	if ep != nil {
 		_ = ep.Close() // the ring is gone either way
 	}
+	close(l.ringGone)
 	err := fmt.Errorf("%w: link to dom %d lost: %v", ErrReset, l.peer, cause)
 	l.deadErr = err
 	close(l.dead)
@@ -468,7 +479,7 @@ func (fr *frameReader) fill(n int) error {
 		fr.r = 0
 	}
 	for fr.w < n {
-		m, err := fr.l.ep.ReadContext(fr.l.ctx, fr.buf[fr.w:])
+		m, err := fr.l.readRing(fr.l.ctx, fr.buf[fr.w:])
 		fr.w += m
 		if err != nil && fr.w < n {
 			return err
@@ -477,10 +488,33 @@ func (fr *frameReader) fill(n int) error {
 	return nil
 }
 
+// readRing reads from the ring for the link reader. A Read whose wakeup was
+// deferred (pendWake) is woken before the reader would block, so deferring
+// never delays data.
+func (l *link) readRing(ctx context.Context, p []byte) (int, error) {
+	if l.pendWake != nil {
+		n, err := l.ep.ReadContext(l.nbctx, p)
+		if n > 0 || (err != nil && !errors.Is(err, context.Canceled)) {
+			return n, err
+		}
+		l.flushWake()
+	}
+	return l.ep.ReadContext(ctx, p)
+}
+
+// flushWake wakes the Read whose wakeup was deferred.
+func (l *link) flushWake() {
+	if c := l.pendWake; c != nil {
+		l.pendWake = nil
+		signal(c.rsig)
+	}
+}
+
 func (l *link) reader() {
 	defer l.wg.Done()
 	fr := &frameReader{l: l, buf: make([]byte, readBufSize), scratch: make([]byte, readBufSize)}
 	err := l.readLoop(fr)
+	l.flushWake()
 	var (
 		pe *protoError
 		pd *peerDropped
@@ -517,6 +551,9 @@ func (l *link) readLoop(fr *frameReader) error {
 		}
 		fr.r += proto.HeaderLen
 		l.framesIn.Add(1)
+		if l.pendWake != nil && (h.Type != proto.TypeData || h.Conn != l.pendWake.wid) {
+			l.flushWake()
+		}
 		if !gotHello && h.Type != proto.TypeHello {
 			return protoErrf("%s before HELLO", h.Type)
 		}
@@ -743,7 +780,7 @@ func (l *link) onData(fr *frameReader, h proto.Header) error {
 				dst, dest := c.reserve(len(src), fr.scratch)
 				m := copy(dst, src)
 				src = src[m:]
-				c.commit(m, dest, k == n && len(src) == 0)
+				l.commit(c, m, dest, k == n && len(src) == 0)
 			}
 			fr.r += k
 			n -= k
@@ -754,9 +791,9 @@ func (l *link) onData(fr *frameReader, h proto.Header) error {
 		if dest == toWaiter {
 			ctx = l.handoffCtx()
 		}
-		m, err := l.ep.ReadContext(ctx, dst)
+		m, err := l.readRing(ctx, dst)
 		n -= m
-		c.commit(m, dest, n == 0 || err != nil)
+		l.commit(c, m, dest, n == 0 || err != nil)
 		if err != nil {
 			if dest == toWaiter && l.ctx.Err() == nil && ctx.Err() != nil {
 				continue // the waiting Read gave up; buffer the rest
@@ -771,7 +808,7 @@ func (l *link) discard(fr *frameReader, n int) error {
 	for n > 0 {
 		if fr.w == fr.r {
 			fr.r, fr.w = 0, 0
-			m, err := l.ep.ReadContext(l.ctx, fr.buf[:min(n, len(fr.buf))])
+			m, err := l.readRing(l.ctx, fr.buf[:min(n, len(fr.buf))])
 			fr.w = m
 			if err != nil && m == 0 {
 				return err
@@ -822,25 +859,45 @@ func (c *Conn) reserve(n int, scratch []byte) ([]byte, int) {
 	return c.rbuf[c.rw : c.rw+n], toBuffer
 }
 
-// commit makes m reserved bytes visible to the reader. The reader is
-// woken at the end of the frame (last), when its buffer is full, or when it
-// waits for the handoff to finish, so a frame costs one wakeup.
-func (c *Conn) commit(m int, dest int, last bool) {
+// commit makes m reserved bytes of c visible to its reader. A Read is woken
+// when its buffer is full or it waits for the handoff to finish; at the end
+// of a frame (last) that filled part of a waiting Read's buffer the wakeup
+// is deferred (pendWake): if the next frame is for the same connection and
+// already on the ring, it goes into the same buffer, and one wakeup serves
+// both. readRing and readLoop wake the Read before anything could delay it.
+func (l *link) commit(c *Conn, m int, dest int, last bool) {
 	c.mu.Lock()
-	wake := last
+	wake, deferWake := false, false
 	switch dest {
 	case toWaiter:
 		c.handoff = false
 		c.waitN += m // counted in fwdCnt by Read when it returns them
-		wake = wake || c.waitN == len(c.waiter) || c.rwaitBusy
+		switch {
+		case c.waitN == len(c.waiter) || c.rwaitBusy:
+			wake = true
+		case last:
+			deferWake = true
+		}
 	case toBuffer:
 		if !c.closed {
 			c.rw += m
 		}
+		wake = last
+	default:
+		wake = last
 	}
 	c.mu.Unlock()
-	if wake {
+	switch {
+	case wake:
+		if l.pendWake == c {
+			l.pendWake = nil
+		}
 		signal(c.rsig)
+	case deferWake:
+		if l.pendWake != c {
+			l.flushWake()
+			l.pendWake = c
+		}
 	}
 }
 

@@ -152,7 +152,8 @@ func (m *Manager) getLink(ctx context.Context, peer vchan.DomID) (*link, error) 
 		return nil, ErrManagerClosed
 	}
 	l := (*m.links.Load())[peer]
-	if l == nil {
+	if l == nil || l.isDown() {
+		// A link that is going down may still be in the table for a moment.
 		l = m.startLinkLocked(peer, true)
 	}
 	m.mu.Unlock()
@@ -190,6 +191,14 @@ func (m *Manager) startLinkLocked(peer vchan.DomID, initiator bool) *link {
 		return cl
 	}
 	l := newLink(m, peer, m.roleFor(peer))
+	// Every ring of this pair lives at the same Xenstore path, and closing
+	// a ring removes its keys: a new ring is published only after the
+	// earlier ones are gone.
+	for o := range m.all {
+		if o.peer == peer && o.role == l.role {
+			l.after = append(l.after, o)
+		}
+	}
 	if !initiator && l.role == roleClient {
 		// Created because the server announced a ring: dial it at once.
 		signal(l.notify)

@@ -400,7 +400,7 @@ func (m *Manager) onPeerRequest(peer vchan.DomID) {
 	}
 	l := m.currentLink(peer)
 	switch {
-	case l == nil:
+	case l == nil || l.isDown():
 		m.startLinkLocked(peer, false)
 	case l.role == roleClient:
 		l.mu.Lock()
@@ -443,6 +443,14 @@ func (m *Manager) setupRing(l *link) (*vchan.Endpoint, error) {
 	l.mu.Unlock()
 	rs := m.cfg.RingSize
 	if l.role == roleServer {
+		for _, o := range l.after {
+			select {
+			case <-o.ringGone:
+			case <-ctx.Done():
+				return nil, timeout("closing the previous ring of")
+			}
+		}
+		l.after = nil
 		ep, err := vchan.Listen(ctx, m.cfg.Backend, a.store, l.peer, RingPath(m.cfg.Self, l.peer), rs, rs)
 		if err != nil {
 			if ctx.Err() != nil {
