@@ -55,6 +55,10 @@ type Config struct {
 	// MaxFrame is the largest DATA_ind payload this side accepts
 	// (proto.MinFrame..proto.MaxFrame).
 	MaxFrame int
+	// Allow, if set, decides whether domain peer may connect to port here;
+	// refused connects get "denied" (ErrDenied at the dialer). It runs on
+	// the link's reader and must not block.
+	Allow func(peer vchan.DomID, port uint32) bool
 }
 
 func (c *Config) setDefaults() {

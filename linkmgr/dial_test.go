@@ -202,3 +202,50 @@ func TestBacklogAndListener(t *testing.T) {
 		c.Close()
 	}
 }
+
+func TestLimitsAndPolicy(t *testing.T) {
+	checkLeaks(t)
+	h := newTestHost(t, []vchan.DomID{1, 2})
+	m1 := h.manager(1, func(c *Config) {
+		c.MaxConns = 3
+		c.Allow = func(peer vchan.DomID, port uint32) bool { return port != 666 }
+	})
+	m2 := h.manager(2)
+	m1.Listen(666, 0)
+	ln, _ := m1.Listen(1, 0)
+	ctx := testCtx(t, 10*time.Second)
+	if _, err := m2.Dial(ctx, 1, 666); !errors.Is(err, ErrDenied) || !containsStr(err.Error(), "denied") {
+		t.Fatalf("dial to a port policy forbids: %v", err)
+	}
+	var conns []*Conn
+	for range 3 {
+		c, err := m2.Dial(ctx, 1, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	if _, err := m2.Dial(ctx, 1, 1); !errors.Is(err, ErrDenied) || !containsStr(err.Error(), "too many") {
+		t.Fatalf("dial beyond MaxConns: %v", err)
+	}
+	// Closing one makes room again.
+	conns[0].Reset()
+	waitFor(t, "room on the link", func() bool {
+		c, err := m2.Dial(ctx, 1, 1)
+		if err != nil {
+			return false
+		}
+		conns[0] = c
+		return true
+	})
+	for _, c := range conns {
+		c.Close()
+	}
+	for {
+		s, err := ln.TryAccept()
+		if err != nil {
+			break
+		}
+		s.Close()
+	}
+}

@@ -645,6 +645,9 @@ func (l *link) onConnectReq(h proto.Header, body []byte) error {
 	if n >= l.m.cfg.MaxConns {
 		return refuse(proto.StatusLimit)
 	}
+	if allow := l.m.cfg.Allow; allow != nil && !allow(l.peer, req.DstPort) {
+		return refuse(proto.StatusDenied)
+	}
 	ln := l.m.listener(req.DstPort)
 	if ln == nil {
 		return refuse(proto.StatusNoPort)
