@@ -193,6 +193,32 @@ func TestHostilePeer(t *testing.T) {
 		checkGood(1)
 	})
 
+	t.Run("peer that stops reading is still cut off", func(t *testing.T) {
+		ep := f.link()
+		send(t, ep, hello(3), proto.ConnectReq{DstPort: 5, Window: 1 << 30}.AppendFrame(nil, 2))
+		s, err := ln.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Dom 1 writes far more than the ring holds; the peer never reads.
+		werr := make(chan error, 1)
+		go func() {
+			_, err := s.Write(make([]byte, 8<<20))
+			werr <- err
+		}()
+		waitFor(t, "ring full", func() bool { return s.Info().BytesOut >= DefaultRingSize/2 })
+		time.Sleep(20 * time.Millisecond)
+		// Then it breaks the protocol: dom 1 must drop the link even though
+		// its writer is stuck on the full ring.
+		send(t, ep, rawHeader(42, 0, 0))
+		if err := <-werr; !errors.Is(err, ErrReset) {
+			t.Fatalf("write to a peer that stopped reading, after the link was dropped: %v", err)
+		}
+		s.Close()
+		ep.Close()
+		checkGood(100)
+	})
+
 	linkFatal := []struct {
 		name   string
 		frames [][]byte

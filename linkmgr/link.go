@@ -210,10 +210,18 @@ func (l *link) fail(cause error, reason proto.Reason, tell bool) {
 	}
 	l.m.unlinkPeer(l)
 	if tell && ep != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), disconnectBudget)
-		var b [proto.HeaderLen + 4]byte
-		_, _ = ep.WriteBuffers(ctx, proto.Disconnect{Reason: reason}.AppendFrame(b[:0], 0))
-		cancel()
+		// Only if no one is writing: a writer blocked on a full ring (a
+		// peer that stopped reading) holds the ring until it is closed.
+		l.mu.Lock()
+		free := !l.writing
+		l.writing = true
+		l.mu.Unlock()
+		if free {
+			ctx, cancel := context.WithTimeout(context.Background(), disconnectBudget)
+			var b [proto.HeaderLen + 4]byte
+			_, _ = ep.WriteBuffers(ctx, proto.Disconnect{Reason: reason}.AppendFrame(b[:0], 0))
+			cancel()
+		}
 	}
 	l.cancel()
 	if ep != nil {
