@@ -246,7 +246,10 @@ func TestStalledReader(t *testing.T) {
 		s.Close()
 		return d
 	}
-	alone := transfer()
+	// Best of two runs each, so that warm-up and load from elsewhere on the
+	// machine do not decide the ratio.
+	best := func() time.Duration { return min(transfer(), transfer()) }
+	alone := best()
 
 	// The stalled connection: its writer fills the window and blocks.
 	sc, err := m1.Dial(ctx, 2, 1)
@@ -273,7 +276,7 @@ func TestStalledReader(t *testing.T) {
 	waitFor(t, "stalled window full", func() bool {
 		return ss.Info().Buffered >= DefaultWindow
 	})
-	withStall := transfer()
+	withStall := best()
 	ratio := float64(alone) / float64(withStall)
 	t.Logf("stalled reader: %d MiB alone in %v, next to a stalled connection in %v: throughput ratio %.2f", total>>20, alone, withStall, ratio)
 	if ratio < 0.05 {
