@@ -272,8 +272,9 @@ func (c *Conn) read(ctx context.Context, p []byte) (int, error) {
 			// is given back. If this Read is giving up, ask the reader not
 			// to wait for more bytes of the frame.
 			c.rwaitBusy = true
+			closed := c.closed
 			c.mu.Unlock()
-			if cancelled != nil {
+			if cancelled != nil || closed {
 				c.l.interruptHandoff()
 			}
 			<-c.rsig

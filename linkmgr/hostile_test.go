@@ -219,6 +219,19 @@ func TestHostilePeer(t *testing.T) {
 		checkGood(100)
 	})
 
+	t.Run("peer that floods requests without reading is cut off", func(t *testing.T) {
+		ep := f.link()
+		send(t, ep, hello(3))
+		var b []byte
+		for id := uint32(2); id < 80000; id += 2 {
+			b = proto.ConnectReq{DstPort: 99}.AppendFrame(b, id)
+		}
+		ep.Write(b) // fails once dom 1 drops the link
+		waitFor(t, "link dropped", func() bool { return h.logw.has("the peer does not read") })
+		ep.Close()
+		checkGood(200)
+	})
+
 	linkFatal := []struct {
 		name   string
 		frames [][]byte

@@ -261,14 +261,29 @@ func (l *link) handoffCtx() context.Context {
 
 func (l *link) wakeWriter() { signal(l.wwake) }
 
-// queueCtrlLocked appends an encoded control frame.
+// maxCtrlBacklog bounds the control frames waiting for the ring. They pile
+// up only when the peer keeps sending requests but stops reading the
+// answers; the link is then dropped instead of growing without bound.
+const maxCtrlBacklog = 256 << 10
+
+// queueCtrl appends an encoded control frame for the writer.
 func (l *link) queueCtrl(f func(b []byte) []byte) {
 	l.mu.Lock()
+	over := false
 	if l.state != lsDown {
 		l.ctrl = f(l.ctrl)
+		over = len(l.ctrl) > maxCtrlBacklog
 	}
 	l.mu.Unlock()
 	l.wakeWriter()
+	if over {
+		l.overflow()
+	}
+}
+
+// overflow drops a link whose peer does not read its answers.
+func (l *link) overflow() {
+	l.fail(fmt.Errorf("more than %d bytes of control frames unsent: the peer does not read", maxCtrlBacklog), proto.ReasonLimit, false)
 }
 
 func (l *link) sendShutdown(c *Conn, how proto.ShutdownHow) {
@@ -679,6 +694,9 @@ func (l *link) admit(c *Conn) bool {
 	if l.state == lsDown {
 		return false
 	}
+	if len(l.ctrl) > maxCtrlBacklog {
+		return false // the refusal queued next drops the link (queueCtrl)
+	}
 	l.conns[c.wid] = c
 	l.stopIdleLocked()
 	l.ctrl = proto.ConnectRsp{Status: proto.StatusAccepted, Window: c.window}.AppendFrame(l.ctrl, c.wid)
@@ -1046,9 +1064,9 @@ func (l *link) connect(ctx context.Context, port uint32) (*Conn, error) {
 		return nil, fmt.Errorf("%w: %d connections on the link to dom %d", ErrDenied, len(l.conns), l.peer)
 	}
 	wid := l.allocIDLocked()
-	src := uint32(1<<31) | uint32(l.m.nextConnID.Load()+1)&(1<<31-1)
-	c := newConn(l.m, l, wid, Addr{Dom: l.m.cfg.Self, Port: src}, Addr{Dom: l.peer, Port: port}, true)
-	c.local.Port = uint32(1<<31) | uint32(c.id)&(1<<31-1)
+	c := newConn(l.m, l, wid, Addr{Dom: l.m.cfg.Self}, Addr{Dom: l.peer, Port: port}, true)
+	// An ephemeral local port, for addresses and the peer's information.
+	c.local.Port = 1<<31 | uint32(c.id)&(1<<31-1)
 	l.conns[wid] = c
 	l.stopIdleLocked()
 	l.ctrl = proto.ConnectReq{DstPort: port, SrcPort: c.local.Port, Window: c.window}.AppendFrame(l.ctrl, wid)
