@@ -154,7 +154,7 @@ func TestHostilePeer(t *testing.T) {
 		}
 		// Everything within the credit is delivered, then the reset.
 		got, err := io.ReadAll(s)
-		if !errors.Is(err, ErrReset) || !bytes.Equal(got, within) {
+		if !errors.Is(err, ErrReset) || !errors.Is(err, ErrProtocol) || !bytes.Equal(got, within) {
 			t.Fatalf("read %d bytes (want %d), %v (want ErrReset)", len(got), len(within), err)
 		}
 		s.Close()
@@ -269,7 +269,7 @@ func TestHostilePeer(t *testing.T) {
 				if err != nil {
 					break
 				}
-				if _, err := s.Read(make([]byte, 1)); !errors.Is(err, ErrReset) {
+				if _, err := s.Read(make([]byte, 1)); !errors.Is(err, ErrReset) || !errors.Is(err, ErrProtocol) {
 					t.Errorf("connection of the dropped link: %v", err)
 				}
 				s.Close()

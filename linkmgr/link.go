@@ -229,6 +229,9 @@ func (l *link) fail(cause error, reason proto.Reason, tell bool) {
 	}
 	close(l.ringGone)
 	err := fmt.Errorf("%w: link to dom %d lost: %v", ErrReset, l.peer, cause)
+	if errors.Is(cause, ErrProtocol) {
+		err = fmt.Errorf("%w: %w: link to dom %d dropped: %v", ErrReset, ErrProtocol, l.peer, cause)
+	}
 	l.deadErr = err
 	close(l.dead)
 	for _, c := range conns {
@@ -764,7 +767,7 @@ func connectError(st proto.Status) error {
 func (l *link) resetConn(c *Conn, reason proto.Reason, why string) {
 	c.log.WithField("reason", reason.String()).Warn("connection reset: " + why)
 	l.sendDisconnect(c.wid, reason)
-	c.resetBy(fmt.Errorf("%w: %s: %s", ErrReset, ErrProtocol, why))
+	c.resetBy(fmt.Errorf("%w: %w: %s", ErrReset, ErrProtocol, why))
 }
 
 func (l *link) onData(fr *frameReader, h proto.Header) error {
