@@ -11,6 +11,10 @@ type deadline struct {
 	mu sync.Mutex
 	t  *time.Timer   // pending timer, nil if none
 	c  chan struct{} // closed when the deadline has passed
+
+	// expired, if set, is called (without mu) each time c is closed: it
+	// interrupts an operation that waits where it cannot select on c.
+	expired func()
 }
 
 func newDeadline() *deadline { return &deadline{c: make(chan struct{})} }
@@ -44,14 +48,22 @@ func (d *deadline) set(t time.Time) {
 	dur := time.Until(t)
 	if dur <= 0 {
 		close(d.c)
+		if d.expired != nil {
+			// Called under mu here; expired must not call back into d.
+			d.expired()
+		}
 		return
 	}
 	c := d.c
 	d.t = time.AfterFunc(dur, func() {
 		d.mu.Lock()
-		defer d.mu.Unlock()
-		if !isClosed(c) {
+		fired := !isClosed(c)
+		if fired {
 			close(c)
+		}
+		d.mu.Unlock()
+		if fired && d.expired != nil {
+			d.expired()
 		}
 	})
 }

@@ -48,8 +48,10 @@ const (
 // Endpoint is one end of a vchan: a full-duplex byte stream over two rings.
 //
 // One Read and one Write may run concurrently; concurrent Reads are
-// serialised, likewise concurrent Writes. Each Endpoint owns one goroutine
-// that waits for events; Close stops it and waits for it.
+// serialised, likewise concurrent Writes. A blocked Read or Write waits on
+// the event channel itself; each Endpoint also owns one goroutine that
+// waits for events while no operation does (see wait.go); Close stops it
+// and waits for it.
 type Endpoint struct {
 	server  bool
 	peer    DomID
@@ -60,26 +62,25 @@ type Endpoint struct {
 	page    []byte    // control page (shared)
 
 	// Flag bytes, as numbered in the flag word.
-	flags      flagWord
-	peerLive   int // the peer's live byte
-	ownLive    int // ours
-	reqByte    int // the peer's notify byte: we OR requests into it
-	ownNotify  int // our notify byte: we test-and-clear it after advancing
-	rdProd     *uint32
-	rdCons     *uint32
-	wrProd     *uint32
-	wrCons     *uint32
-	store      Store // set by Listen: Close removes path
-	storePath  string
-	pumpCancel context.CancelFunc
-	pumpDone   chan struct{}
+	flags     flagWord
+	peerLive  int // the peer's live byte
+	ownLive   int // ours
+	reqByte   int // the peer's notify byte: we OR requests into it
+	ownNotify int // our notify byte: we test-and-clear it after advancing
+	rdProd    *uint32
+	rdCons    *uint32
+	wrProd    *uint32
+	wrCons    *uint32
+	store     Store // set by Listen: Close removes path
+	storePath string
 
 	rmu      sync.Mutex // serialises readers; guards the fields below
 	rd       ring
 	rdShadow uint32 // our read-ring cons: never read back from the page
 	rdTimer  *time.Timer
-	rdWake   chan struct{} // 1-buffered: coalesced event for the reader
+	rdWake   chan struct{} // 1-buffered: coalesced wake for the reader
 	rdDL     *deadline
+	rdCtx    ctxWatch // registrations on the contexts Reads waited with
 
 	wmu      sync.Mutex // serialises writers; guards the fields below
 	wr       ring
@@ -87,8 +88,22 @@ type Endpoint struct {
 	wrTimer  *time.Timer
 	wrWake   chan struct{}
 	wrDL     *deadline
+	wrCtx    ctxWatch
 
 	recheck time.Duration // recheckInterval; tests may raise it
+
+	// The wait role (wait.go).
+	evMu      sync.Mutex
+	holder    uint8  // role in ev.Wait, 0 if none
+	waiting   uint8  // roles of the operations that may block
+	activity  uint64 // counts operations that started to block
+	watchWant bool   // the watcher sleeps until the role is free
+	evSeq     atomic.Uint64
+	wctx      context.Context // what the holder waits with
+	wcancel   context.CancelFunc
+	holdTimer *time.Timer // the holder's periodic re-check
+	watchWake chan struct{}
+	watchDone chan struct{}
 
 	connected chan struct{} // server: closed once cli_live == 1 was seen
 	connOnce  sync.Once
@@ -353,8 +368,8 @@ func newEndpoint(server bool, peer DomID, ev EventChannel, ctrl Mapping, page []
 		recheck:   recheckInterval,
 		connected: make(chan struct{}),
 		done:      make(chan struct{}),
-		pumpDone:  make(chan struct{}),
 	}
+	e.initWait()
 	if server {
 		e.peerLive, e.ownLive = byteCliLive, byteSrvLive
 		e.reqByte, e.ownNotify = byteCliNotify, byteSrvNotify
@@ -376,30 +391,8 @@ func stoppedTimer() *time.Timer {
 	return t
 }
 
-// start launches the event goroutine.
-func (e *Endpoint) start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	e.pumpCancel = cancel
-	go e.pump(ctx)
-}
-
-// pump is the Endpoint's one goroutine: it waits for events, re-checks the
-// peer's liveness and wakes the blocked reader and writer. Close stops it.
-func (e *Endpoint) pump(ctx context.Context) {
-	defer close(e.pumpDone)
-	for {
-		if err := e.ev.Wait(ctx); err != nil {
-			if ctx.Err() == nil {
-				e.setFatal(fmt.Errorf("vchan: event channel: %w", err))
-			}
-			return
-		}
-		e.eventsIn.Add(1)
-		_, _ = e.checkPeer() // a broken peer is recorded in the state
-		wake(e.rdWake)
-		wake(e.wrWake)
-	}
-}
+// start launches the watcher goroutine.
+func (e *Endpoint) start() { go e.watch() }
 
 func wake(c chan struct{}) {
 	select {
@@ -542,9 +535,9 @@ func (e *Endpoint) request(bit uint8) {
 	e.requests.Add(1)
 }
 
-// wait blocks until an event for this side, a periodic re-check, a state
-// change (done), the context or the deadline. t is the caller's private
-// timer; dl may be nil.
+// wait blocks an operation that does not hold the wait role until the
+// holder wakes it, a periodic re-check, a state change (done), the context
+// or the deadline. t is the caller's private timer; dl may be nil.
 func (e *Endpoint) wait(ctx context.Context, wakeup chan struct{}, t *time.Timer, dl *deadline) error {
 	var dlc <-chan struct{}
 	if dl != nil {
@@ -607,6 +600,12 @@ func (e *Endpoint) Read(p []byte) (int, error) {
 func (e *Endpoint) ReadContext(ctx context.Context, p []byte) (int, error) {
 	e.rmu.Lock()
 	defer e.rmu.Unlock()
+	marked := false
+	defer func() {
+		if marked {
+			e.unmark(roleRead)
+		}
+	}()
 	for {
 		if err := e.opErr(); err != nil {
 			return 0, err
@@ -639,11 +638,16 @@ func (e *Endpoint) ReadContext(ctx context.Context, p []byte) (int, error) {
 		if gone {
 			return 0, io.EOF
 		}
+		if !marked {
+			e.mark(roleRead)
+			marked = true
+		}
+		seq := e.evSeq.Load()
 		e.request(notifyWrite)
 		if atomic.LoadUint32(e.rdProd) != e.rdShadow {
 			continue
 		}
-		if err := e.wait(ctx, e.rdWake, e.rdTimer, e.rdDL); err != nil {
+		if err := e.block(ctx, roleRead, seq, e.rdWake, e.rdTimer, e.rdDL, &e.rdCtx); err != nil {
 			return 0, err
 		}
 	}
@@ -673,6 +677,12 @@ func (e *Endpoint) WriteBuffers(ctx context.Context, bufs ...[]byte) (int, error
 	}
 	written := 0
 	bi, bo := 0, 0 // next buffer and offset in it
+	marked := false
+	defer func() {
+		if marked {
+			e.unmark(roleWrite)
+		}
+	}()
 	for {
 		if err := e.opErr(); err != nil {
 			return written, err
@@ -716,11 +726,16 @@ func (e *Endpoint) WriteBuffers(ctx context.Context, bufs ...[]byte) (int, error
 			}
 			continue
 		}
+		if !marked {
+			e.mark(roleWrite)
+			marked = true
+		}
+		seq := e.evSeq.Load()
 		e.request(notifyRead)
 		if atomic.LoadUint32(e.wrCons) != e.wrShadow-e.wr.size {
 			continue
 		}
-		if err := e.wait(ctx, e.wrWake, e.wrTimer, e.wrDL); err != nil {
+		if err := e.block(ctx, roleWrite, seq, e.wrWake, e.wrTimer, e.wrDL, &e.wrCtx); err != nil {
 			return written, err
 		}
 	}
@@ -774,10 +789,11 @@ func (e *Endpoint) Close() error {
 func (e *Endpoint) close() error {
 	e.state.Or(stClosed)
 	e.stop(net.ErrClosed)
-	e.pumpCancel()
-	<-e.pumpDone
-	// Blocked operations see done closed and return; once we hold both
-	// locks nothing touches the shared memory any more.
+	e.interrupt(roleAll)
+	<-e.watchDone
+	// Blocked operations see done closed (the holder of the wait role was
+	// interrupted) and return; once we hold both locks nothing touches the
+	// shared memory or the event channel any more.
 	e.rmu.Lock()
 	defer e.rmu.Unlock()
 	e.wmu.Lock()
@@ -786,6 +802,9 @@ func (e *Endpoint) close() error {
 	defer e.pageMu.Unlock()
 	e.rdDL.stop()
 	e.wrDL.stop()
+	e.rdCtx.clear()
+	e.wrCtx.clear()
+	e.holdTimer.Stop()
 	var errs []error
 	for _, m := range e.ext {
 		errs = append(errs, m.Close())
