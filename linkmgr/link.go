@@ -818,12 +818,19 @@ func (l *link) onData(fr *frameReader, h proto.Header) error {
 			n -= k
 			continue
 		}
+		// A waiting Read's buffer may take the next frame's header too (a
+		// Read may use all of its buffer as scratch): one ring read less
+		// per frame. Those bytes then move to the frame buffer.
 		dst, dest := c.reserve(n, fr.scratch)
 		ctx := l.ctx
 		if dest == toWaiter {
 			ctx = l.handoffCtx()
 		}
 		m, err := l.readRing(ctx, dst)
+		if m > n {
+			fr.r, fr.w = 0, copy(fr.buf, dst[n:m])
+			m = n
+		}
 		n -= m
 		l.commit(c, m, dest, n == 0 || err != nil)
 		if err != nil {
@@ -872,7 +879,12 @@ func (c *Conn) reserve(n int, scratch []byte) ([]byte, int) {
 	}
 	if c.rw == c.rr && c.waiter != nil && c.waitN < len(c.waiter) {
 		c.handoff = true
-		return c.waiter[c.waitN:min(len(c.waiter), c.waitN+n)], toWaiter
+		end := c.waitN + n
+		if end < len(c.waiter) {
+			// Room for the next header as well (see onData).
+			end = min(len(c.waiter), end+proto.HeaderLen)
+		}
+		return c.waiter[c.waitN:min(len(c.waiter), end)], toWaiter
 	}
 	if c.rr == c.rw {
 		c.rr, c.rw = 0, 0
