@@ -7,7 +7,6 @@ import (
 	"io"
 	"log"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
@@ -115,7 +114,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log.SetOutput(stdw)
 	defer log.SetOutput(os.Stderr)
 
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := shutdownContext(ctx)
 	defer stop()
 
 	if c.cpuProfile != "" {
@@ -204,9 +203,6 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case <-unmounted:
 		dlog.Warn("filesystem unmounted from outside, shutting down")
 	}
-	// A second Ctrl-C now kills the process the default way.
-	stop()
-
 	// Shutdown ends blocked operations, closes connections and unmounts;
 	// it then waits for the kernel to release the mount, which a process
 	// holding an idle fd delays indefinitely. Exiting closes /dev/fuse,

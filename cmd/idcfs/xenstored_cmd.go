@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os/signal"
-	"syscall"
 
 	"idcfs/linkmgr/xenstored"
 )
@@ -37,7 +35,7 @@ func runXenstored(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := shutdownContext(ctx)
 	defer stop()
 
 	s := xenstored.New(log.WithField("component", "xenstored"))
