@@ -55,8 +55,16 @@ func echoServer(t testing.TB, ln *Listener, wg *sync.WaitGroup) {
 func TestThousandConnections(t *testing.T) {
 	checkLeaks(t)
 	h := newTestHost(t, []vchan.DomID{1, 2})
-	m1 := h.manager(1)
-	m2 := h.manager(2)
+	// All 1000 dials start at once and wait their turn for one of
+	// MaxPending connect slots while the connections already up echo
+	// their data. On a loaded machine (the race detector, every package's
+	// tests in parallel on two CPUs) the last dials need more than the
+	// default 5s: the time goes to queueing for a slot and to waiting for
+	// a CPU after the reply woke the dialer, not to lost replies. Every
+	// dial must still succeed and every echo come back intact.
+	budget := func(c *Config) { c.ConnectTimeout = 60 * time.Second }
+	m1 := h.manager(1, budget)
+	m2 := h.manager(2, budget)
 	ln, err := m2.Listen(7, 1024)
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +76,7 @@ func TestThousandConnections(t *testing.T) {
 	if testing.Short() {
 		size = 2000
 	}
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testCtx(t, 120*time.Second)
 	var wg sync.WaitGroup
 	errs := make(chan error, conns)
 	start := make(chan struct{})
