@@ -110,6 +110,17 @@ func (d *domainSockets) Set(v string) error {
 	return nil
 }
 
+// flagGiven reports whether the flag name was set on the command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			given = true
+		}
+	})
+	return given
+}
+
 // logLevelFlag registers --log-level on fs.
 func logLevelFlag(fs *flag.FlagSet) *string {
 	return fs.String("log-level", "info", "log level: debug, info, warn, error")

@@ -66,6 +66,10 @@ func parseMountFlags(args []string, stderr io.Writer) (*mountConfig, error) {
 		return nil, err
 	}
 	c.logLevel = *lvl
+	if c.debugFuse && !flagGiven(fs, "log-level") {
+		// The FUSE trace is logged at debug level.
+		c.logLevel = "debug"
+	}
 	switch len(pos) {
 	case 0:
 		c.mountpoint = defaultMountpoint

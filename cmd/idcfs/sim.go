@@ -38,6 +38,9 @@ type simConfig struct {
 	ringSize     int
 	window       int
 	cpuProfile   bool
+	// logLevelGiven: --log-level was on the command line; the domains
+	// get it too (otherwise their own default applies).
+	logLevelGiven bool
 }
 
 func parseSimFlags(args []string, stderr io.Writer) (*simConfig, error) {
@@ -56,6 +59,7 @@ func parseSimFlags(args []string, stderr io.Writer) (*simConfig, error) {
 		return nil, err
 	}
 	c.logLevel = *lvl
+	c.logLevelGiven = flagGiven(fs, "log-level")
 	if c.dir == "" {
 		return nil, usageErrorf("sim: --dir DIR is required")
 	}
@@ -259,7 +263,9 @@ func (h *simHost) startDomain(id vchan.DomID) error {
 		"--shm-dir", h.shmDir,
 		"--domid", strconv.Itoa(int(id)),
 		"--xenstore", d.xsSock,
-		"--log-level", h.cfg.logLevel,
+	}
+	if h.cfg.logLevelGiven {
+		args = append(args, "--log-level", h.cfg.logLevel)
 	}
 	if h.cfg.debugFuse {
 		args = append(args, "--debug-fuse")
