@@ -143,6 +143,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer h.cleanup()
 
 	if err := h.startStore(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped during start-up
+		}
 		return err
 	}
 	for _, id := range cfg.doms {
