@@ -55,6 +55,7 @@ type Conn struct {
 	waiter     []byte // buffer of a blocked Read, for direct handoff
 	waitN      int    // bytes handed off into waiter
 	handoff    bool   // the link reader is filling waiter right now
+	wakeSent   bool   // waiter's Read was woken to return waitN bytes
 	rwaitBusy  bool   // a Read waits for the handoff to finish
 	rEOF       bool   // peer shut down its sending side
 	closed     bool   // Close or Reset was called here
@@ -256,7 +257,7 @@ func (c *Conn) read(ctx context.Context, p []byte) (int, error) {
 			return 0, err
 		}
 		// Wait, offering p to the link reader.
-		c.waiter, c.waitN = p, 0
+		c.waiter, c.waitN, c.wakeSent = p, 0, false
 		c.mu.Unlock()
 		var cancelled error
 		select {
@@ -282,7 +283,7 @@ func (c *Conn) read(ctx context.Context, p []byte) (int, error) {
 			c.rwaitBusy = false
 		}
 		n := c.waitN
-		c.waiter, c.waitN = nil, 0
+		c.waiter, c.waitN, c.wakeSent = nil, 0, false
 		if n > 0 {
 			credit := c.consumedLocked(n)
 			c.mu.Unlock()

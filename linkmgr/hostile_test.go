@@ -281,3 +281,62 @@ func TestHostilePeer(t *testing.T) {
 	good.Close()
 	goodS.Close()
 }
+
+// TestPartialFrameReachesRead: bytes of a DATA_ind whose rest has not
+// arrived yet reach a blocked Read at once, also when they follow a whole
+// frame whose wakeup was deferred; the rest follows when the peer sends it.
+func TestPartialFrameReachesRead(t *testing.T) {
+	checkLeaks(t)
+	h := newTestHost(t, []vchan.DomID{1, 3})
+	m1 := h.manager(1)
+	ln, _ := m1.Listen(5, 0)
+	ctx := testCtx(t, 20*time.Second)
+	f := newFakePeer(t, h)
+	ep := f.link()
+	send(t, ep, hello(3), proto.ConnectReq{DstPort: 5, SrcPort: 1, Window: 1 << 16}.AppendFrame(nil, 2))
+	s, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	msg := pattern(7, 1100)
+	got := make(chan []byte)
+	go func() {
+		var all []byte
+		buf := make([]byte, 4096)
+		for len(all) < len(msg) {
+			n, err := s.Read(buf)
+			if err != nil {
+				t.Errorf("read after %d bytes: %v", len(all), err)
+				break
+			}
+			all = append(all, buf[:n]...)
+			got <- append([]byte(nil), all...)
+		}
+		close(got)
+	}()
+	time.Sleep(20 * time.Millisecond) // let the Read block
+	// A whole frame, then the header and 300 of the 1000 bytes of the next.
+	send(t, ep, proto.Data{Payload: msg[:100]}.AppendFrame(nil, 2),
+		rawHeader(byte(proto.TypeData), 2, 1000), msg[100:400])
+	timeout := time.After(5 * time.Second)
+	for have := 0; have < 400; {
+		select {
+		case b := <-got:
+			if !bytes.Equal(b, msg[:len(b)]) {
+				t.Fatalf("read %d bytes that differ from those sent", len(b))
+			}
+			have = len(b)
+		case <-timeout:
+			t.Fatalf("only %d of the 400 bytes received so far reached the Read", have)
+		}
+	}
+	send(t, ep, msg[400:])
+	var last []byte
+	for b := range got {
+		last = b
+	}
+	if !bytes.Equal(last, msg) {
+		t.Fatalf("read %d bytes, want the %d sent", len(last), len(msg))
+	}
+}

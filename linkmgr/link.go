@@ -531,6 +531,9 @@ func (l *link) readRing(ctx context.Context, p []byte) (int, error) {
 // flushWake wakes the Read whose wakeup was deferred.
 func (l *link) flushWake() {
 	if c := l.pendWake; c != nil {
+		c.mu.Lock()
+		c.wakeSent = true
+		c.mu.Unlock()
 		l.pendWake = nil
 		signal(c.rsig)
 	}
@@ -823,10 +826,34 @@ func (l *link) onData(fr *frameReader, h proto.Header) error {
 		// per frame. Those bytes then move to the frame buffer.
 		dst, dest := c.reserve(n, fr.scratch)
 		ctx := l.ctx
-		if dest == toWaiter {
-			ctx = l.handoffCtx()
+		var m int
+		var err error
+		if dest == toWokenWaiter || (dest == toWaiter && l.pendWake == c) {
+			// The Read already holds bytes and is woken, or must be woken
+			// before the reader waits: take what the ring holds now. If that
+			// is nothing, wake the Read and wait for the ring in the frame
+			// buffer, not in the Read's buffer: the Read returns at once
+			// instead of waiting for the handoff to end.
+			m, err = l.ep.ReadContext(l.nbctx, dst)
+			if m == 0 {
+				l.commit(c, 0, dest, false)
+				if err != nil && !errors.Is(err, context.Canceled) {
+					return err
+				}
+				l.flushWake()
+				fr.r, fr.w = 0, 0
+				fr.w, err = l.readRing(l.ctx, fr.buf)
+				if err != nil && fr.w == 0 {
+					return err
+				}
+				continue
+			}
+		} else {
+			if dest == toWaiter {
+				ctx = l.handoffCtx()
+			}
+			m, err = l.readRing(ctx, dst)
 		}
-		m, err := l.readRing(ctx, dst)
 		if m > n {
 			fr.r, fr.w = 0, copy(fr.buf, dst[n:m])
 			m = n
@@ -862,14 +889,17 @@ func (l *link) discard(fr *frameReader, n int) error {
 
 // Destinations of received bytes (reserve).
 const (
-	toBuffer  = iota // the connection's receive buffer
-	toWaiter         // straight into a blocked Read's buffer
-	toDiscard        // the connection was closed here: drop
+	toBuffer      = iota // the connection's receive buffer
+	toWaiter             // straight into a blocked Read's buffer
+	toWokenWaiter        // likewise, but the Read was already woken: never wait for the ring with its buffer
+	toDiscard            // the connection was closed here: drop
 )
 
 // reserve returns where the next up to n received bytes of c go. Only the
 // link reader calls it, and it alone grows, compacts and resets rbuf; Read
-// only advances rr. scratch receives bytes to drop.
+// only advances rr. scratch receives bytes to drop. A Read that already
+// waits for a handoff to end gets no more bytes: they are buffered for the
+// next Read.
 func (c *Conn) reserve(n int, scratch []byte) ([]byte, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -877,14 +907,18 @@ func (c *Conn) reserve(n int, scratch []byte) ([]byte, int) {
 		c.rbuf, c.rr, c.rw = nil, 0, 0
 		return scratch[:min(n, len(scratch))], toDiscard
 	}
-	if c.rw == c.rr && c.waiter != nil && c.waitN < len(c.waiter) {
+	if c.rw == c.rr && c.waiter != nil && c.waitN < len(c.waiter) && !c.rwaitBusy {
 		c.handoff = true
 		end := c.waitN + n
 		if end < len(c.waiter) {
 			// Room for the next header as well (see onData).
 			end = min(len(c.waiter), end+proto.HeaderLen)
 		}
-		return c.waiter[c.waitN:min(len(c.waiter), end)], toWaiter
+		dest := toWaiter
+		if c.wakeSent {
+			dest = toWokenWaiter
+		}
+		return c.waiter[c.waitN:min(len(c.waiter), end)], dest
 	}
 	if c.rr == c.rw {
 		c.rr, c.rw = 0, 0
@@ -909,16 +943,23 @@ func (c *Conn) reserve(n int, scratch []byte) ([]byte, int) {
 // is deferred (pendWake): if the next frame is for the same connection and
 // already on the ring, it goes into the same buffer, and one wakeup serves
 // both. readRing and readLoop wake the Read before anything could delay it.
+// A Read already woken (toWokenWaiter) is woken again only if it waits for
+// the handoff to finish.
 func (l *link) commit(c *Conn, m int, dest int, last bool) {
 	c.mu.Lock()
 	wake, deferWake := false, false
 	switch dest {
+	case toWokenWaiter:
+		c.handoff = false
+		c.waitN += m // counted in fwdCnt by Read when it returns them
+		wake = c.rwaitBusy
 	case toWaiter:
 		c.handoff = false
 		c.waitN += m // counted in fwdCnt by Read when it returns them
 		switch {
 		case c.waitN == len(c.waiter) || c.rwaitBusy:
 			wake = true
+			c.wakeSent = true
 		case last:
 			deferWake = true
 		}
