@@ -77,7 +77,8 @@ type link struct {
 	dataq        []*Conn // connections with data and credit, round robin
 	wwake        chan struct{}
 	peerMaxFrame uint32
-	writing      bool // a goroutine is writing frames to the ring
+	writing      bool   // a goroutine is writing frames to the ring
+	cb           wbatch // scratch of sendCtrlNowLocked (used while writing)
 	idle         *time.Timer
 
 	// Reader goroutine only.
@@ -297,14 +298,45 @@ func (l *link) sendDisconnect(wid uint32, r proto.Reason) {
 	l.queueCtrl(func(b []byte) []byte { return proto.Disconnect{Reason: r}.AppendFrame(b, wid) })
 }
 
+// queueCredit queues a CREDIT for c. When no one is writing it goes on the
+// ring at once, from the calling goroutine (sendCtrlNowLocked), rather than
+// through the writer: the peer gets its credit one goroutine hand-off
+// sooner.
 func (l *link) queueCredit(c *Conn) {
 	l.mu.Lock()
 	if !c.creditQueued && l.state != lsDown {
 		c.creditQueued = true
 		l.creditq = append(l.creditq, c)
 	}
+	l.sendCtrlNowLocked()
+	work := l.workLocked()
 	l.mu.Unlock()
-	l.wakeWriter()
+	if work {
+		l.wakeWriter()
+	}
+}
+
+// sendCtrlNowLocked puts the pending control frames and CREDITs on the ring
+// if no one else is writing. It never waits for ring space: bytes that do
+// not fit stay first in line for the writer, which also reports a ring
+// error. l.mu is held on entry and on return (released around the write).
+func (l *link) sendCtrlNowLocked() {
+	if l.writing || l.state != lsUp || l.ep == nil || (len(l.ctrl) == 0 && len(l.creditq) == 0) {
+		return
+	}
+	l.writing = true
+	b := &l.cb
+	frames := l.takeCtrlLocked(b)
+	l.mu.Unlock()
+	n, _ := l.ep.WriteBuffers(l.nbctx, b.buf)
+	l.mu.Lock()
+	l.writing = false
+	if n < len(b.buf) {
+		rest := b.buf[n:]
+		l.ctrl = append(append(make([]byte, 0, len(rest)+len(l.ctrl)), rest...), l.ctrl...)
+	} else {
+		l.framesOut.Add(uint64(frames))
+	}
 }
 
 // creditLocked is how many bytes c may send now.
@@ -347,12 +379,9 @@ func (l *link) workLocked() bool {
 	return len(l.ctrl) > 0 || len(l.creditq) > 0 || len(l.dataq) > 0
 }
 
-// writeBatchLocked writes, as one WriteBuffers call, the pending control
-// frames, the pending CREDITs and at most one DATA_ind: from own if given
-// (a Write on the fast path), else from the head of the data queue. l.mu
-// is held on entry and on return (it is released around the ring write),
-// and the caller holds the writing token (l.writing).
-func (l *link) writeBatchLocked(b *wbatch, own *Conn) error {
+// takeCtrlLocked moves the pending control frames and CREDITs into b.buf
+// and returns how many CREDITs it encoded.
+func (l *link) takeCtrlLocked(b *wbatch) int {
 	b.buf = append(b.buf[:0], l.ctrl...)
 	l.ctrl = l.ctrl[:0]
 	frames := 0
@@ -370,6 +399,16 @@ func (l *link) writeBatchLocked(b *wbatch, own *Conn) error {
 	}
 	clear(l.creditq)
 	l.creditq = l.creditq[:0]
+	return frames
+}
+
+// writeBatchLocked writes, as one WriteBuffers call, the pending control
+// frames, the pending CREDITs and at most one DATA_ind: from own if given
+// (a Write on the fast path), else from the head of the data queue. l.mu
+// is held on entry and on return (it is released around the ring write),
+// and the caller holds the writing token (l.writing).
+func (l *link) writeBatchLocked(b *wbatch, own *Conn) error {
+	frames := l.takeCtrlLocked(b)
 	c := own
 	if c == nil && len(l.dataq) > 0 {
 		c = l.dataq[0]
