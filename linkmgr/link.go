@@ -79,6 +79,7 @@ type link struct {
 	peerMaxFrame uint32
 	writing      bool   // a goroutine is writing frames to the ring
 	cb           wbatch // scratch of sendCtrlNowLocked (used while writing)
+	cut          int    // leading bytes of ctrl ending a frame the ring holds only part of
 	idle         *time.Timer
 
 	// Reader goroutine only.
@@ -216,11 +217,13 @@ func (l *link) fail(cause error, reason proto.Reason, tell bool) {
 		l.mu.Lock()
 		free := !l.writing
 		l.writing = true
+		// The end of a frame the ring holds only part of goes first.
+		cut := append([]byte(nil), l.ctrl[:l.cut]...)
 		l.mu.Unlock()
 		if free {
 			ctx, cancel := context.WithTimeout(context.Background(), disconnectBudget)
 			var b [proto.HeaderLen + 4]byte
-			_, _ = ep.WriteBuffers(ctx, proto.Disconnect{Reason: reason}.AppendFrame(b[:0], 0))
+			_, _ = ep.WriteBuffers(ctx, cut, proto.Disconnect{Reason: reason}.AppendFrame(b[:0], 0))
 			cancel()
 		}
 	}
@@ -334,6 +337,7 @@ func (l *link) sendCtrlNowLocked() {
 	if n < len(b.buf) {
 		rest := b.buf[n:]
 		l.ctrl = append(append(make([]byte, 0, len(rest)+len(l.ctrl)), rest...), l.ctrl...)
+		l.cut = len(rest) // the end of a cut frame, then whole ones
 	} else {
 		l.framesOut.Add(uint64(frames))
 	}
@@ -384,6 +388,7 @@ func (l *link) workLocked() bool {
 func (l *link) takeCtrlLocked(b *wbatch) int {
 	b.buf = append(b.buf[:0], l.ctrl...)
 	l.ctrl = l.ctrl[:0]
+	l.cut = 0
 	frames := 0
 	for _, c := range l.creditq {
 		c.creditQueued = false
