@@ -36,7 +36,7 @@ func newFakePeer(t *testing.T, h *testHost) *fakePeer {
 // link asks dom 1 for a link and maps the ring it publishes.
 func (f *fakePeer) link() *vchan.Endpoint {
 	f.t.Helper()
-	ctx := testCtx(f.t, 10*time.Second)
+	ctx := testCtx(f.t, 30*time.Second)
 	prev, _ := f.xs.Read(ctx, RequestPath(3, 1))
 	f.seq++
 	if err := f.xs.Write(ctx, RequestPath(1, 3), fmt.Sprintf("hostile.%d", f.seq)); err != nil {
