@@ -133,6 +133,7 @@ func (l *link) start(ep *vchan.Endpoint) {
 		Dom:      uint16(l.m.cfg.Self),
 		MaxFrame: uint32(l.m.cfg.MaxFrame),
 	}.AppendFrame(l.ctrl, 0)
+	l.framesOut.Add(1) // control frames count when queued
 	// Armed when the link comes up (setupDone), so a slow HELLO exchange
 	// does not count as idleness.
 	l.idle = time.NewTimer(time.Hour)
@@ -279,6 +280,7 @@ func (l *link) queueCtrl(f func(b []byte) []byte) {
 	over := false
 	if l.state != lsDown {
 		l.ctrl = f(l.ctrl)
+		l.framesOut.Add(1)
 		over = len(l.ctrl) > maxCtrlBacklog
 	}
 	l.mu.Unlock()
@@ -750,6 +752,7 @@ func (l *link) admit(c *Conn) bool {
 	l.conns[c.wid] = c
 	l.stopIdleLocked()
 	l.ctrl = proto.ConnectRsp{Status: proto.StatusAccepted, Window: c.window}.AppendFrame(l.ctrl, c.wid)
+	l.framesOut.Add(1)
 	signal(l.wwake)
 	l.m.addConn(c)
 	return true
@@ -1170,6 +1173,7 @@ func (l *link) connect(ctx context.Context, port uint32) (*Conn, error) {
 	l.conns[wid] = c
 	l.stopIdleLocked()
 	l.ctrl = proto.ConnectReq{DstPort: port, SrcPort: c.local.Port, Window: c.window}.AppendFrame(l.ctrl, wid)
+	l.framesOut.Add(1)
 	l.mu.Unlock()
 	l.wakeWriter()
 	for {
