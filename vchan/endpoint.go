@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"idcfs/internal/deadline"
 	"io"
 	"net"
 	"os"
@@ -79,7 +80,7 @@ type Endpoint struct {
 	rdShadow uint32 // our read-ring cons: never read back from the page
 	rdTimer  *time.Timer
 	rdWake   chan struct{} // 1-buffered: coalesced wake for the reader
-	rdDL     *deadline
+	rdDL     *deadline.Deadline
 	rdCtx    ctxWatch // registrations on the contexts Reads waited with
 
 	wmu      sync.Mutex // serialises writers; guards the fields below
@@ -87,7 +88,7 @@ type Endpoint struct {
 	wrShadow uint32 // our write-ring prod
 	wrTimer  *time.Timer
 	wrWake   chan struct{}
-	wrDL     *deadline
+	wrDL     *deadline.Deadline
 	wrCtx    ctxWatch
 
 	recheck time.Duration // recheckInterval; tests may raise it
@@ -361,8 +362,8 @@ func newEndpoint(server bool, peer DomID, ev EventChannel, ctrl Mapping, page []
 		flags:     flagWord{wordAt(page, offFlags)},
 		rdWake:    make(chan struct{}, 1),
 		wrWake:    make(chan struct{}, 1),
-		rdDL:      newDeadline(),
-		wrDL:      newDeadline(),
+		rdDL:      deadline.New(),
+		wrDL:      deadline.New(),
 		rdTimer:   stoppedTimer(),
 		wrTimer:   stoppedTimer(),
 		recheck:   recheckInterval,
@@ -538,10 +539,10 @@ func (e *Endpoint) request(bit uint8) {
 // wait blocks an operation that does not hold the wait role until the
 // holder wakes it, a periodic re-check, a state change (done), the context
 // or the deadline. t is the caller's private timer; dl may be nil.
-func (e *Endpoint) wait(ctx context.Context, wakeup chan struct{}, t *time.Timer, dl *deadline) error {
+func (e *Endpoint) wait(ctx context.Context, wakeup chan struct{}, t *time.Timer, dl *deadline.Deadline) error {
 	var dlc <-chan struct{}
 	if dl != nil {
-		dlc = dl.wait()
+		dlc = dl.Wait()
 	}
 	t.Reset(e.recheck)
 	defer t.Stop()
@@ -610,7 +611,7 @@ func (e *Endpoint) ReadContext(ctx context.Context, p []byte) (int, error) {
 		if err := e.opErr(); err != nil {
 			return 0, err
 		}
-		if isClosed(e.rdDL.wait()) {
+		if deadline.Passed(e.rdDL.Wait()) {
 			return 0, os.ErrDeadlineExceeded
 		}
 		// Liveness before the index: data written before the peer closed
@@ -687,7 +688,7 @@ func (e *Endpoint) WriteBuffers(ctx context.Context, bufs ...[]byte) (int, error
 		if err := e.opErr(); err != nil {
 			return written, err
 		}
-		if isClosed(e.wrDL.wait()) {
+		if deadline.Passed(e.wrDL.Wait()) {
 			return written, os.ErrDeadlineExceeded
 		}
 		if gone, err := e.checkPeer(); err != nil {
@@ -743,21 +744,21 @@ func (e *Endpoint) WriteBuffers(ctx context.Context, bufs ...[]byte) (int, error
 
 // SetDeadline sets the read and write deadlines (zero: none).
 func (e *Endpoint) SetDeadline(t time.Time) error {
-	e.rdDL.set(t)
-	e.wrDL.set(t)
+	e.rdDL.Set(t)
+	e.wrDL.Set(t)
 	return nil
 }
 
 // SetReadDeadline sets the deadline for Read and ReadContext (zero: none).
 // A Read blocked at that time returns os.ErrDeadlineExceeded.
 func (e *Endpoint) SetReadDeadline(t time.Time) error {
-	e.rdDL.set(t)
+	e.rdDL.Set(t)
 	return nil
 }
 
 // SetWriteDeadline sets the deadline for the Write calls (zero: none).
 func (e *Endpoint) SetWriteDeadline(t time.Time) error {
-	e.wrDL.set(t)
+	e.wrDL.Set(t)
 	return nil
 }
 
@@ -800,8 +801,8 @@ func (e *Endpoint) close() error {
 	defer e.wmu.Unlock()
 	e.pageMu.Lock()
 	defer e.pageMu.Unlock()
-	e.rdDL.stop()
-	e.wrDL.stop()
+	e.rdDL.Stop()
+	e.wrDL.Stop()
 	e.rdCtx.clear()
 	e.wrCtx.clear()
 	e.holdTimer.Stop()

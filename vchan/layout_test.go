@@ -4,7 +4,6 @@ import (
 	"errors"
 	"sync"
 	"testing"
-	"time"
 )
 
 func TestChooseOrders(t *testing.T) {
@@ -172,30 +171,4 @@ func TestRingCopyWrap(t *testing.T) {
 	if ready := prod - cons; ready != 8 {
 		t.Fatalf("counter wrap: ready = %d", ready)
 	}
-}
-
-func TestDeadline(t *testing.T) {
-	d := newDeadline()
-	if isClosed(d.wait()) {
-		t.Fatal("fresh deadline already passed")
-	}
-	d.set(time.Now().Add(-time.Second))
-	if !isClosed(d.wait()) {
-		t.Fatal("past deadline not passed")
-	}
-	d.set(time.Time{})
-	if isClosed(d.wait()) {
-		t.Fatal("cleared deadline still passed")
-	}
-	d.set(time.Now().Add(20 * time.Millisecond))
-	select {
-	case <-d.wait():
-	case <-time.After(10 * time.Second):
-		t.Fatal("future deadline never passed")
-	}
-	d.set(time.Now().Add(time.Hour))
-	if isClosed(d.wait()) {
-		t.Fatal("moved deadline still passed")
-	}
-	d.stop()
 }

@@ -3,6 +3,7 @@ package vchan
 import (
 	"context"
 	"fmt"
+	"idcfs/internal/deadline"
 	"os"
 	"time"
 )
@@ -108,8 +109,8 @@ func (e *Endpoint) initWait() {
 	e.holdTimer.Stop()
 	e.rdCtx.fire = func() { e.interrupt(roleRead) }
 	e.wrCtx.fire = func() { e.interrupt(roleWrite) }
-	e.rdDL.expired = e.rdCtx.fire
-	e.wrDL.expired = e.wrCtx.fire
+	e.rdDL.OnExpire(e.rdCtx.fire)
+	e.wrDL.OnExpire(e.wrCtx.fire)
 	e.watchWake = make(chan struct{}, 1)
 	e.watchDone = make(chan struct{})
 }
@@ -198,7 +199,7 @@ func (e *Endpoint) release(r uint8, wctx context.Context, werr error) bool {
 // block waits for the operation of role r (marked, seq noted before its
 // request) until an event, the periodic re-check, a state change, ctx or
 // the deadline. A nil result means: look again.
-func (e *Endpoint) block(ctx context.Context, r uint8, seq uint64, wakeup chan struct{}, t *time.Timer, dl *deadline, cw *ctxWatch) error {
+func (e *Endpoint) block(ctx context.Context, r uint8, seq uint64, wakeup chan struct{}, t *time.Timer, dl *deadline.Deadline, cw *ctxWatch) error {
 	wctx, ok := e.acquire(r, seq)
 	if !ok {
 		if e.evSeq.Load() != seq {
@@ -219,9 +220,9 @@ func (e *Endpoint) block(ctx context.Context, r uint8, seq uint64, wakeup chan s
 	switch {
 	case ctx.Err() != nil:
 		err = ctx.Err()
-	case isClosed(dl.wait()):
+	case deadline.Passed(dl.Wait()):
 		err = os.ErrDeadlineExceeded
-	case isClosed(e.done):
+	case deadline.Passed(e.done):
 	default:
 		e.holdTimer.Reset(e.recheck)
 		werr := e.ev.Wait(wctx)
@@ -232,7 +233,7 @@ func (e *Endpoint) block(ctx context.Context, r uint8, seq uint64, wakeup chan s
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if isClosed(dl.wait()) {
+		if deadline.Passed(dl.Wait()) {
 			return os.ErrDeadlineExceeded
 		}
 		return nil
@@ -257,7 +258,7 @@ func (e *Endpoint) watch() {
 	t := stoppedTimer()
 	var seen uint64
 	for {
-		if isClosed(e.done) {
+		if deadline.Passed(e.done) {
 			return
 		}
 		e.evMu.Lock()

@@ -33,7 +33,7 @@ func TestBlockContract(t *testing.T) {
 	}
 	e := newEndpoint(false, 0, ev, nil, page)
 	e.recheck = time.Hour
-	defer e.rdDL.stop()
+	defer e.rdDL.Stop()
 	ctx := context.Background()
 	block := func(seq uint64) error {
 		return e.block(ctx, roleRead, seq, e.rdWake, e.rdTimer, e.rdDL, &e.rdCtx)
@@ -48,7 +48,7 @@ func TestBlockContract(t *testing.T) {
 	e.holder = roleWatch
 	e.evMu.Unlock()
 	e.release(roleWatch, e.wctx, nil)
-	e.rdDL.set(time.Now().Add(5 * time.Second))
+	e.rdDL.Set(time.Now().Add(5 * time.Second))
 	start := time.Now()
 	if err := block(seq); err != nil || time.Since(start) > 2*time.Second {
 		t.Fatalf("block after an event taken by another holder: %v after %v", err, time.Since(start))
@@ -82,11 +82,11 @@ func TestBlockContract(t *testing.T) {
 	}
 
 	// The deadline ends the holder's Wait.
-	e.rdDL.set(time.Now().Add(20 * time.Millisecond))
+	e.rdDL.Set(time.Now().Add(20 * time.Millisecond))
 	if err := block(e.evSeq.Load()); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("block past the deadline: %v", err)
 	}
-	e.rdDL.set(time.Time{})
+	e.rdDL.Set(time.Time{})
 
 	// So does the context, registered once for the role.
 	cctx, cancel := context.WithCancel(ctx)
