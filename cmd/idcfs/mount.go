@@ -47,6 +47,15 @@ type mountConfig struct {
 	cpuProfile     string
 }
 
+// The daemon's ring size and window: the largest ring libxenvchan allows,
+// and a window as large, so that one connection can keep the ring full
+// between two CREDITs. A FUSE read or write of a connection file moves up
+// to 1 MiB; with smaller rings each read returns about one ring's worth.
+const (
+	defaultRingSize = vchan.MaxRingSize
+	defaultWindow   = 1 << 20
+)
+
 func parseMountFlags(args []string, stderr io.Writer) (*mountConfig, error) {
 	c := &mountConfig{}
 	fs := newFlagSet("mount", "mount [flags] [MOUNTPOINT]   (default "+defaultMountpoint+")", stderr)
@@ -57,8 +66,8 @@ func parseMountFlags(args []string, stderr io.Writer) (*mountConfig, error) {
 	fs.BoolVar(&c.debugFuse, "debug-fuse", false, "log every FUSE request")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 0, "tear a link down after it carried no connection this long (0: the link manager's default)")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 0, "give up setting up a link after this long (0: the link manager's default)")
-	fs.IntVar(&c.ringSize, "ring-size", 0, "bytes of each ring of the links this domain serves (0: the link manager's default)")
-	fs.IntVar(&c.window, "window", 0, "receive buffer per connection in bytes (0: the link manager's default)")
+	fs.IntVar(&c.ringSize, "ring-size", defaultRingSize, "bytes of each ring of the links this domain serves (0: the link manager's default, 128 KiB)")
+	fs.IntVar(&c.window, "window", defaultWindow, "receive buffer per connection in bytes, the most a connection whose reader stalls can hold (0: the link manager's default, 256 KiB)")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the daemon's whole run to this file")
 	lvl := logLevelFlag(fs)
 	pos, err := parseInterspersed(fs, args)
