@@ -12,9 +12,10 @@
 #                    b C libxenvchan interop, c Xenstore client suite,
 #                    d the daemon, e peer death
 #   XT_MB=16         MiB moved by each bulk transfer
+#   DOMUS=2          domUs to start (1: the scenarios that need domu2 skip)
 #   TIMEOUT=900      wall-clock limit in seconds; QEMU is killed after it
 #   OUT=test/xen/out binaries, images and logs (git-ignored)
-#   SMP=2 QEMU_MEM=2048 DOM0_MEM=768M
+#   SMP=2 QEMU_MEM=2048 DOM0_MEM=768M QEMU_CPU=max,-smap,-smep,-fsgsbase
 #   REBUILD=0        1: rebuild the images even if the inputs did not change
 #   IDCFS_BIN=       a static idcfs to use instead of building ./cmd/idcfs
 #   INTERACTIVE=1    serial console on this terminal and a dom0 shell after
@@ -29,11 +30,16 @@ ROOT=$(cd "$HERE/../.." && pwd)
 OUT=$(realpath -m "${OUT:-$HERE/out}")
 SCENARIOS=${SCENARIOS:-abcde}
 XT_MB=${XT_MB:-16}
+DOMUS=${DOMUS:-2}
 TIMEOUT=${TIMEOUT:-900}
 SMP=${SMP:-2}
 QEMU_MEM=${QEMU_MEM:-2048}
 DOM0_MEM=${DOM0_MEM:-768M}
 INTERACTIVE=${INTERACTIVE:-0}
+# -cpu max without SMAP and SMEP: with SMAP, the PV dom0 dies on its first
+# page fault under TCG. Without FSGSBASE: with it, processes in the PV
+# guests crashed at random on loads through %fs (thread-local storage).
+QEMU_CPU=${QEMU_CPU:-max,-smap,-smep,-fsgsbase}
 
 XENVER=4.17
 XENBIN=/usr/lib/xen-$XENVER/bin
@@ -172,12 +178,13 @@ if [ "${REBUILD:-0}" = 1 ] || [ "$(cat "$IMG/stamp" 2>/dev/null)" != "$stamp" ];
 fi
 
 # --- boot --------------------------------------------------------------------
-XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=$DOM0_MEM,max:$DOM0_MEM dom0_max_vcpus=1 loglvl=all guest_loglvl=all noreboot"
-DOM0_ARGS="console=hvc0 earlyprintk=xen xt_scen=$SCENARIOS xt_mb=$XT_MB xt_timeout=$((TIMEOUT - 30))"
+# bootscrub=0: with Xen's default background scrubbing of free memory,
+# guests under TCG saw pages in use turn to zeros (random crashes, corrupt
+# files).
+XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=$DOM0_MEM,max:$DOM0_MEM dom0_max_vcpus=1 bootscrub=0 loglvl=all guest_loglvl=all noreboot"
+DOM0_ARGS="console=hvc0 earlyprintk=xen xt_scen=$SCENARIOS xt_mb=$XT_MB xt_domus=$DOMUS xt_timeout=$((TIMEOUT - 30))"
 case $SCENARIOS in *,*) fail_env "SCENARIOS is a string of letters, e.g. abc" ;; esac
-# -cpu max without SMAP and SMEP: with SMAP, the PV dom0 dies on its first
-# page fault under TCG.
-QEMU=(qemu-system-x86_64 -accel tcg,thread=multi -cpu max,-smap,-smep -smp "$SMP" -m "$QEMU_MEM" -no-reboot
+QEMU=(qemu-system-x86_64 -accel tcg,thread=multi -cpu "$QEMU_CPU" -smp "$SMP" -m "$QEMU_MEM" -no-reboot
     -kernel "$IMG/xen" -append "$XEN_ARGS")
 
 if [ "$INTERACTIVE" = 1 ]; then
