@@ -3,6 +3,7 @@ package linkmgr
 import (
 	"context"
 	"fmt"
+	"idcfs/internal/deadline"
 	"io"
 	"net"
 	"os"
@@ -34,8 +35,8 @@ type Conn struct {
 
 	rser chan struct{} // 1-buffered: serialises readers
 	wser chan struct{} // 1-buffered: serialises writers
-	rdl  *deadline
-	wdl  *deadline
+	rdl  *deadline.Deadline
+	wdl  *deadline.Deadline
 
 	// rsig wakes the reader: data, handoff done, state change.
 	rsig chan struct{}
@@ -103,8 +104,8 @@ func newConn(m *Manager, l *link, wid uint32, local, remote Addr, outgoing bool)
 		outgoing: outgoing,
 		rser:     make(chan struct{}, 1),
 		wser:     make(chan struct{}, 1),
-		rdl:      newDeadline(),
-		wdl:      newDeadline(),
+		rdl:      deadline.New(),
+		wdl:      deadline.New(),
 		rsig:     make(chan struct{}, 1),
 		wsig:     make(chan struct{}, 1),
 		window:   uint32(m.cfg.Window),
@@ -182,7 +183,7 @@ func (c *Conn) opError(op string, err error) error {
 }
 
 // acquire takes a 1-buffered semaphore, honouring ctx and a deadline.
-func acquire(ctx context.Context, sem chan struct{}, dl *deadline) error {
+func acquire(ctx context.Context, sem chan struct{}, dl *deadline.Deadline) error {
 	select {
 	case sem <- struct{}{}:
 		return nil
@@ -193,7 +194,7 @@ func acquire(ctx context.Context, sem chan struct{}, dl *deadline) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-dl.wait():
+	case <-dl.Wait():
 		return os.ErrDeadlineExceeded
 	}
 }
@@ -248,7 +249,7 @@ func (c *Conn) read(ctx context.Context, p []byte) (int, error) {
 			c.mu.Unlock()
 			return 0, nil
 		}
-		if isDone(c.rdl.wait()) {
+		if isDone(c.rdl.Wait()) {
 			c.mu.Unlock()
 			return 0, os.ErrDeadlineExceeded
 		}
@@ -264,7 +265,7 @@ func (c *Conn) read(ctx context.Context, p []byte) (int, error) {
 		case <-c.rsig:
 		case <-ctx.Done():
 			cancelled = ctx.Err()
-		case <-c.rdl.wait():
+		case <-c.rdl.Wait():
 			cancelled = os.ErrDeadlineExceeded
 		}
 		c.mu.Lock()
@@ -340,7 +341,7 @@ func (c *Conn) write(ctx context.Context, p []byte) (int, error) {
 		l.mu.Unlock()
 		return 0, err
 	}
-	if isDone(c.wdl.wait()) {
+	if isDone(c.wdl.Wait()) {
 		l.mu.Unlock()
 		return 0, os.ErrDeadlineExceeded
 	}
@@ -368,7 +369,7 @@ func (c *Conn) write(ctx context.Context, p []byte) (int, error) {
 			case <-c.wsig:
 			case <-ctx.Done():
 				stop = ctx.Err()
-			case <-c.wdl.wait():
+			case <-c.wdl.Wait():
 				stop = os.ErrDeadlineExceeded
 			}
 		}
@@ -406,20 +407,20 @@ func (c *Conn) write(ctx context.Context, p []byte) (int, error) {
 
 // SetDeadline implements net.Conn.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.rdl.set(t)
-	c.wdl.set(t)
+	c.rdl.Set(t)
+	c.wdl.Set(t)
 	return nil
 }
 
 // SetReadDeadline implements net.Conn.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.rdl.set(t)
+	c.rdl.Set(t)
 	return nil
 }
 
 // SetWriteDeadline implements net.Conn.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.wdl.set(t)
+	c.wdl.Set(t)
 	return nil
 }
 
