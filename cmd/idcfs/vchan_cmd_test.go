@@ -127,13 +127,15 @@ func TestVchanSessionCopies(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			const path = "/local/domain/1/data/vchan/2/idcfs"
-			lo := &vchanOptions{listen: true, peer: 2, path: path, readMin: tc.readMin, writeMin: tc.readMin, linger: 50 * time.Millisecond, chunkSize: 4096}
-			co := &vchanOptions{peer: 1, path: path, linger: 50 * time.Millisecond, chunkSize: 65536}
+			// As test/xen runs it: the sender does not linger, the
+			// receiver keeps the default linger and --keep-open.
+			lo := &vchanOptions{listen: true, peer: 2, path: path, readMin: tc.readMin, writeMin: tc.readMin, linger: 2 * time.Second, chunkSize: 65536}
+			co := &vchanOptions{peer: 1, path: path, linger: 2 * time.Second, chunkSize: 65536}
 			lin, cin := io.Reader(bytes.NewReader(nil)), io.Reader(bytes.NewReader(nil))
 			if tc.listenSend {
-				lin, co.keepOpen = bytes.NewReader(data), true
+				lin, co.keepOpen, lo.linger = bytes.NewReader(data), true, 0
 			} else {
-				cin, lo.keepOpen = bytes.NewReader(data), true
+				cin, lo.keepOpen, co.linger = bytes.NewReader(data), true, 0
 			}
 			lout, cout := newSyncBuffer(), newSyncBuffer()
 			errc := make(chan error, 2)

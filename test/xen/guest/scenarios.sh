@@ -98,10 +98,10 @@ xt_transfer() {
         cp /tmp/xt-du.out /tmp/xt-tx.log
     fi
     if [ "$_rxd" = 0 ]; then
-        xt_wait_pid "$_rxp" 60 || { _rc=$?; _ok=0; echo "$_name: receiver exit $_rc"; }
+        xt_wait_pid "$_rxp" 120 || { _rc=$?; _ok=0; echo "$_name: receiver exit $_rc"; }
         _got=$(xt_sha /tmp/xt-rx 2>/dev/null)
     else
-        du_wait "$_rxd" "$_rxn" 60 || { _rc=$?; _ok=0; echo "$_name: receiver agent exit $_rc"; }
+        du_wait "$_rxd" "$_rxn" 120 || { _rc=$?; _ok=0; echo "$_name: receiver agent exit $_rc"; }
         cp /tmp/xt-du.out /tmp/xt-rx.log
         grep -q '^XT-RC=0' /tmp/xt-rx.log || { _ok=0; echo "$_name: receiver $(grep '^XT-RC=' /tmp/xt-rx.log)"; }
         _got=$(sed -n 's/^XT-SHA=//p' /tmp/xt-rx.log)
@@ -137,14 +137,16 @@ scenario_a() {
         xt_show a-backend-domu1 /tmp/xt-du.out
     fi
 
+    # Receivers run under "timeout -s QUIT": a hung Go process prints its
+    # goroutines into the log before it dies.
     # Go receivers read what is left in the ring after the sender closed,
     # so the sender need not linger (--linger 0).
     ring="--read-min 65536 --write-min 65536"
     xt_transfer a-vchan-dom0-to-domu1 \
-        "$D1" "idcfs vchan connect --domid 0 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
+        "$D1" "timeout -s QUIT 100 idcfs vchan connect --log-level debug --domid 0 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
         0 "idcfs vchan listen --domid $D1 $ring --linger 0 --timeout 120s </tmp/xt-data >/dev/null"
     xt_transfer a-vchan-domu1-to-dom0 \
-        0 "idcfs vchan connect --domid $D1 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
+        0 "timeout -s QUIT 100 idcfs vchan connect --log-level debug --domid $D1 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
         "$D1" "idcfs vchan listen --domid 0 $ring --linger 0 --timeout 120s </tmp/xt-data >/dev/null"
     if [ -z "$D2" ]; then
         xt_result a-vchan-domu1-to-domu2 SKIP "one domU only"
@@ -152,10 +154,10 @@ scenario_a() {
         return
     fi
     xt_transfer a-vchan-domu1-to-domu2 \
-        "$D2" "idcfs vchan connect --domid $D1 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
+        "$D2" "timeout -s QUIT 100 idcfs vchan connect --log-level debug --domid $D1 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
         "$D1" "idcfs vchan listen --domid $D2 $ring --linger 0 --timeout 120s </tmp/xt-data >/dev/null"
     xt_transfer a-vchan-dom0-to-domu2-default-rings \
-        0 "idcfs vchan listen --domid $D2 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
+        0 "timeout -s QUIT 100 idcfs vchan listen --log-level debug --domid $D2 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
         "$D2" "idcfs vchan connect --domid 0 --linger 0 --timeout 120s </tmp/xt-data >/dev/null"
 }
 
