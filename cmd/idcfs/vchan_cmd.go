@@ -251,12 +251,14 @@ type flusher interface {
 // and the written data was consumed (without --keep-open), or when ctx ends.
 func vchanCopy(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, peerGone func(context.Context) bool, stdin io.Reader, stdout io.Writer, log *logrus.Entry) error {
 	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var wg sync.WaitGroup
+	defer func() {
+		cancel() // first: the watcher below waits for it
+		wg.Wait()
+	}()
 
 	gone := make(chan struct{})
 	if peerGone != nil {
-		var wg sync.WaitGroup
-		defer wg.Wait()
 		wg.Add(1)
 		go func() { // owned by this call: ends with cctx
 			defer wg.Done()

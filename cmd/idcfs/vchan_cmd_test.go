@@ -138,12 +138,15 @@ func TestVchanSessionCopies(t *testing.T) {
 				cin, lo.keepOpen, co.linger = bytes.NewReader(data), true, 0
 			}
 			lout, cout := newSyncBuffer(), newSyncBuffer()
+			// A peer check that never fires: the session must still end
+			// (its watcher stops with the session).
+			alive := func(context.Context) bool { return false }
 			errc := make(chan error, 2)
 			go func() {
-				errc <- vchanSession(ctx, lo, h.Domain(1), st, nil, lin, lout, testLog(t).WithField("side", "listen"))
+				errc <- vchanSession(ctx, lo, h.Domain(1), st, alive, lin, lout, testLog(t).WithField("side", "listen"))
 			}()
 			go func() {
-				errc <- vchanSession(ctx, co, h.Domain(2), st, nil, cin, cout, testLog(t).WithField("side", "connect"))
+				errc <- vchanSession(ctx, co, h.Domain(2), st, alive, cin, cout, testLog(t).WithField("side", "connect"))
 			}()
 			for range 2 {
 				if err := <-errc; err != nil {
