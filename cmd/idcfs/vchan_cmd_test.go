@@ -142,6 +142,7 @@ func TestVchanSessionCopies(t *testing.T) {
 			// (its watcher stops with the session).
 			alive := func(context.Context) bool { return false }
 			errc := make(chan error, 2)
+			start := time.Now()
 			go func() {
 				errc <- vchanSession(ctx, lo, h.Domain(1), st, alive, lin, lout, testLog(t).WithField("side", "listen"))
 			}()
@@ -152,6 +153,9 @@ func TestVchanSessionCopies(t *testing.T) {
 				if err := <-errc; err != nil {
 					t.Errorf("session: %v", err)
 				}
+			}
+			if d := time.Since(start); d > 20*time.Second {
+				t.Errorf("sessions took %v to end", d)
 			}
 			got, other := cout.Bytes(), lout.Bytes()
 			if !tc.listenSend {
