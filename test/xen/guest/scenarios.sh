@@ -34,7 +34,8 @@ du_wait() {
         fi
         sleep 0.5
     done
-    xenstore-read "/local/domain/$1/data/xt/out/$2" >/tmp/xt-du.out 2>&1
+    # xenstore-read prints newlines in a value as \n
+    xenstore-read "/local/domain/$1/data/xt/out/$2" 2>&1 | sed 's/\\n/\n/g' >/tmp/xt-du.out
     return "$_rc"
 }
 
@@ -103,8 +104,9 @@ xt_transfer() {
     else
         du_wait "$_rxd" "$_rxn" 120 || { _rc=$?; _ok=0; echo "$_name: receiver agent exit $_rc"; }
         cp /tmp/xt-du.out /tmp/xt-rx.log
-        grep -q '^XT-RC=0' /tmp/xt-rx.log || { _ok=0; echo "$_name: receiver $(grep '^XT-RC=' /tmp/xt-rx.log)"; }
-        _got=$(sed -n 's/^XT-SHA=//p' /tmp/xt-rx.log)
+        _rxrc=$(grep -o 'XT-RC=[0-9]*' /tmp/xt-rx.log | tail -n 1)
+        [ "$_rxrc" = XT-RC=0 ] || { _ok=0; echo "$_name: receiver ${_rxrc:-gave no status}"; }
+        _got=$(grep -o 'XT-SHA=[0-9a-f]*' /tmp/xt-rx.log | tail -n 1 | cut -d= -f2)
     fi
     _t1=$(xt_uptime)
     _secs=$(awk -v a="$_t0" -v b="$_t1" 'BEGIN{printf "%.1f", b-a}')
