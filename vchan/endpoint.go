@@ -742,6 +742,57 @@ func (e *Endpoint) WriteBuffers(ctx context.Context, bufs ...[]byte) (int, error
 	}
 }
 
+// Flush blocks until the peer has consumed every byte written so far (its
+// consumer index has caught up with ours). It returns nil then; ErrPeerClosed
+// if the peer closed or died with bytes still unread; ctx.Err() when ctx is
+// done; os.ErrDeadlineExceeded when the write deadline passes. A program that
+// ends its stream this way knows its last bytes were read before it closes.
+// It waits like a Write (asking for the peer's READ notification), and is
+// serialised with Writes.
+func (e *Endpoint) Flush(ctx context.Context) error {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	marked := false
+	defer func() {
+		if marked {
+			e.unmark(roleWrite)
+		}
+	}()
+	for {
+		if err := e.opErr(); err != nil {
+			return err
+		}
+		cons := atomic.LoadUint32(e.wrCons)
+		used := e.wrShadow - cons
+		if used > e.wr.size {
+			return e.broken("write ring prod-cons", uint64(used))
+		}
+		if used == 0 {
+			return nil
+		}
+		if deadline.Passed(e.wrDL.Wait()) {
+			return os.ErrDeadlineExceeded
+		}
+		if gone, err := e.checkPeer(); err != nil {
+			return err
+		} else if gone {
+			return ErrPeerClosed
+		}
+		if !marked {
+			e.mark(roleWrite)
+			marked = true
+		}
+		seq := e.evSeq.Load()
+		e.request(notifyRead)
+		if atomic.LoadUint32(e.wrCons) != cons {
+			continue
+		}
+		if err := e.block(ctx, roleWrite, seq, e.wrWake, e.wrTimer, e.wrDL, &e.wrCtx); err != nil {
+			return err
+		}
+	}
+}
+
 // SetDeadline sets the read and write deadlines (zero: none).
 func (e *Endpoint) SetDeadline(t time.Time) error {
 	e.rdDL.Set(t)

@@ -240,12 +240,6 @@ func vchanEndpoint(ctx context.Context, o *vchanOptions, be vchan.Backend, st vc
 // domain still exists.
 const peerPollInterval = time.Second
 
-// flusher is what an Endpoint offers when it can tell that the peer has
-// consumed everything written.
-type flusher interface {
-	Flush(ctx context.Context) error
-}
-
 // vchanCopy copies stdin to ep and ep to stdout. It returns nil when the
 // peer closed (after the remaining ring data was copied), when stdin ended
 // and the written data was consumed (without --keep-open), or when ctx ends.
@@ -361,7 +355,7 @@ func vchanCopy(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, peerGon
 			return errors.Join(err, finishRecv())
 		}
 		log.Debug("vchan end of stdin")
-		if ferr := waitConsumed(ctx, o, ep, recvDone, gone, log); ferr != nil {
+		if ferr := waitConsumed(ctx, o, ep, log); ferr != nil {
 			return errors.Join(ferr, finishRecv())
 		}
 		if !o.keepOpen {
@@ -380,34 +374,24 @@ func vchanCopy(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, peerGon
 	}
 }
 
-// waitConsumed waits until the peer has read everything written, or left.
-// Without a Flush on the Endpoint it can only wait for the peer to close,
-// for at most --linger.
-func waitConsumed(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, recvDone chan error, gone <-chan struct{}, log *logrus.Entry) error {
-	if f, ok := any(ep).(flusher); ok {
-		fctx, cancel := context.WithTimeout(ctx, o.linger)
-		defer cancel()
-		err := f.Flush(fctx)
-		if errors.Is(err, vchan.ErrPeerClosed) || (err != nil && ctx.Err() != nil) {
-			return nil // nothing more to wait for
-		}
-		return err
-	}
+// waitConsumed waits, for at most --linger, until the peer has read
+// everything written or has left. A peer still holding unread bytes when
+// --linger runs out is an error: the caller is about to close the ring.
+func waitConsumed(ctx context.Context, o *vchanOptions, ep *vchan.Endpoint, log *logrus.Entry) error {
 	if o.linger == 0 {
 		return nil
 	}
-	log.WithField("linger", o.linger).Debug("vchan lingering for the peer to read")
-	t := time.NewTimer(o.linger)
-	defer t.Stop()
-	select {
-	case err := <-recvDone:
-		recvDone <- err // for the caller
-	case <-ep.Done():
-	case <-gone:
-	case <-t.C:
-	case <-ctx.Done():
+	log.WithField("linger", o.linger).Debug("vchan waiting for the peer to read")
+	fctx, cancel := context.WithTimeout(ctx, o.linger)
+	defer cancel()
+	err := ep.Flush(fctx)
+	switch {
+	case err == nil, errors.Is(err, vchan.ErrPeerClosed), ctx.Err() != nil:
+		return nil // read, or nobody left to read it
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("vchan: the peer had not read everything after --linger %v", o.linger)
 	}
-	return nil
+	return err
 }
 
 // selfDomID reads this domain's id from the relative Xenstore key "domid"

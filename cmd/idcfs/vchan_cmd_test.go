@@ -115,11 +115,14 @@ func TestVchanSessionCopies(t *testing.T) {
 		name       string
 		listenSend bool
 		readMin    int
+		linger     time.Duration // the sender's: wait for the peer to read (Flush)
 	}{
-		{"listen sends, default rings", true, 0},
-		{"connect sends, default rings", false, 0},
-		{"listen sends, 64KiB rings", true, 64 << 10},
-		{"connect sends, 64KiB rings", false, 64 << 10},
+		{"listen sends, default rings", true, 0, 0},
+		{"connect sends, default rings", false, 0, 0},
+		{"listen sends, 64KiB rings", true, 64 << 10, 0},
+		{"connect sends, 64KiB rings", false, 64 << 10, 0},
+		{"listen sends and waits for the reader", true, 64 << 10, 10 * time.Second},
+		{"connect sends and waits for the reader", false, 64 << 10, 10 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := heap.New()
@@ -133,9 +136,9 @@ func TestVchanSessionCopies(t *testing.T) {
 			co := &vchanOptions{peer: 1, path: path, linger: 2 * time.Second, chunkSize: 65536}
 			lin, cin := io.Reader(bytes.NewReader(nil)), io.Reader(bytes.NewReader(nil))
 			if tc.listenSend {
-				lin, co.keepOpen, lo.linger = bytes.NewReader(data), true, 0
+				lin, co.keepOpen, lo.linger = bytes.NewReader(data), true, tc.linger
 			} else {
-				cin, lo.keepOpen, co.linger = bytes.NewReader(data), true, 0
+				cin, lo.keepOpen, co.linger = bytes.NewReader(data), true, tc.linger
 			}
 			lout, cout := newSyncBuffer(), newSyncBuffer()
 			// A peer check that never fires: the session must still end
