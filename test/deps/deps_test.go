@@ -12,20 +12,26 @@ import (
 const module = "idcfs"
 
 // rules lists, for each package tree, the imports it must never pull in
-// (directly or indirectly) and why.
+// (directly or indirectly) and why. A forbidden path covers its subtree;
+// exact names only that one package.
 var rules = []struct {
 	tree      string
 	forbidden []string
+	exact     []string
 	why       string
 }{
-	{"idcfs/proto", []string{"idcfs/vchan", "idcfs/linkmgr", "idcfs/fsnode", "github.com/sirupsen/logrus", "github.com/hanwen/go-fuse/v2"},
-		"proto only encodes and decodes: no I/O, no logging, no transport"},
-	{"idcfs/vchan", []string{"idcfs/proto", "idcfs/linkmgr", "idcfs/fsnode", "github.com/hanwen/go-fuse/v2"},
-		"vchan is a leaf transport below the link manager"},
-	{"idcfs/linkmgr", []string{"idcfs/fsnode", "idcfs/cmd", "github.com/hanwen/go-fuse/v2"},
-		"nothing below fsnode knows about FUSE"},
-	{"idcfs/fsnode", []string{"idcfs/cmd"},
-		"only cmd/idcfs reads flags and signals"},
+	{tree: "idcfs/proto", forbidden: []string{"idcfs/vchan", "idcfs/linkmgr", "idcfs/fsnode", "github.com/sirupsen/logrus", "github.com/hanwen/go-fuse/v2"},
+		why: "proto only encodes and decodes: no I/O, no logging, no transport"},
+	{tree: "idcfs/vchan", forbidden: []string{"idcfs/proto", "idcfs/linkmgr", "idcfs/fsnode", "github.com/sirupsen/logrus", "github.com/hanwen/go-fuse/v2"},
+		why: "vchan is a leaf transport below the link manager; it reports errors and does not log"},
+	{tree: "idcfs/linkmgr", forbidden: []string{"idcfs/fsnode", "idcfs/cmd", "github.com/hanwen/go-fuse/v2"},
+		why: "nothing below fsnode knows about FUSE"},
+	{tree: "idcfs/linkmgr/xenstore", forbidden: []string{"idcfs/linkmgr/xenstored", "idcfs/vchan", "idcfs/proto", "github.com/sirupsen/logrus"}, exact: []string{"idcfs/linkmgr"},
+		why: "the Xenstore client is a leaf: it knows nothing of rings or links, and reports errors instead of logging"},
+	{tree: "idcfs/linkmgr/xenstored", forbidden: []string{"idcfs/vchan", "idcfs/proto"}, exact: []string{"idcfs/linkmgr"},
+		why: "the embedded store serves the link manager and shares only the client's codec"},
+	{tree: "idcfs/fsnode", forbidden: []string{"idcfs/cmd"},
+		why: "only cmd/idcfs reads flags and signals"},
 }
 
 func goList(t *testing.T, args ...string) string {
@@ -57,6 +63,11 @@ func TestImportDirection(t *testing.T) {
 			for _, d := range deps {
 				for _, f := range r.forbidden {
 					if d == f || strings.HasPrefix(d, f+"/") {
+						t.Errorf("%s imports %s: %s", pkg, d, r.why)
+					}
+				}
+				for _, f := range r.exact {
+					if d == f {
 						t.Errorf("%s imports %s: %s", pkg, d, r.why)
 					}
 				}
