@@ -2,7 +2,6 @@ package fsnode
 
 import (
 	"context"
-	"strconv"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -68,16 +67,7 @@ func (d *connectDirNode) Lookup(ctx context.Context, name string, out *fuse.Entr
 }
 
 func (d *connectDirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	peers := linkPeers(d.fsys.m.Links())
-	entries := make([]fuse.DirEntry, 0, len(peers))
-	for _, p := range peers {
-		entries = append(entries, fuse.DirEntry{
-			Name: strconv.FormatUint(uint64(p), 10),
-			Mode: syscall.S_IFDIR,
-			Ino:  kindConnectPeer | uint64(p),
-		})
-	}
-	return dirStream(entries), 0
+	return dirStream(peerEntries(d.fsys.m.Links(), syscall.S_IFDIR, kindConnectPeer)), 0
 }
 
 func (d *connectDirNode) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EPERM }

@@ -50,17 +50,23 @@ func (f *filesystem) links(peer vchan.DomID) []linkmgr.LinkInfo {
 	return out
 }
 
-// linkPeers returns the domains with at least one link, each once.
-func linkPeers(links []linkmgr.LinkInfo) []vchan.DomID {
+// peerEntries lists the domains with at least one link, each once, as
+// directory entries of the given mode and inode kind (connect/ and links/).
+func peerEntries(links []linkmgr.LinkInfo, mode uint32, kind uint64) []fuse.DirEntry {
 	seen := make(map[vchan.DomID]bool, len(links))
-	var peers []vchan.DomID
+	entries := make([]fuse.DirEntry, 0, len(links))
 	for _, l := range links {
-		if !seen[l.Peer] {
-			seen[l.Peer] = true
-			peers = append(peers, l.Peer)
+		if seen[l.Peer] {
+			continue
 		}
+		seen[l.Peer] = true
+		entries = append(entries, fuse.DirEntry{
+			Name: strconv.FormatUint(uint64(l.Peer), 10),
+			Mode: mode,
+			Ino:  kind | uint64(l.Peer),
+		})
 	}
-	return peers
+	return entries
 }
 
 func (d *linksDirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -83,16 +89,7 @@ func (d *linksDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryO
 }
 
 func (d *linksDirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	peers := linkPeers(d.fsys.m.Links())
-	entries := make([]fuse.DirEntry, 0, len(peers))
-	for _, p := range peers {
-		entries = append(entries, fuse.DirEntry{
-			Name: strconv.FormatUint(uint64(p), 10),
-			Mode: syscall.S_IFREG,
-			Ino:  kindLink | uint64(p),
-		})
-	}
-	return dirStream(entries), 0
+	return dirStream(peerEntries(d.fsys.m.Links(), syscall.S_IFREG, kindLink)), 0
 }
 
 func (d *linksDirNode) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EPERM }
