@@ -361,3 +361,40 @@ func TestDeadlines(t *testing.T) {
 		t.Fatalf("cancelled read: %v", err)
 	}
 }
+
+// TestDrainedReaderSignalsOnce checks the one unasked event: a reader that
+// consumed without being asked to signal sends one event when it goes to
+// wait on the drained ring, and none on the next wait.
+func TestDrainedReaderSignalsOnce(t *testing.T) {
+	_, srv, cli := pair(t, 0, 0)
+	ctx := testCtx(t, 10*time.Second)
+	if err := srv.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cli.Write([]byte("ab"))
+	buf := make([]byte, 8)
+	if n, _ := srv.ReadContext(ctx, buf); n != 2 {
+		t.Fatalf("server read %d bytes, want 2", n)
+	}
+	before := srv.Stats()
+	wait := func() {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		if _, err := srv.ReadContext(sctx, buf); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("read of a drained ring = %v, want a deadline", err)
+		}
+	}
+	wait()
+	mid := srv.Stats()
+	if d := mid.EventsOut - before.EventsOut; d != 1 {
+		t.Fatalf("events when the drained reader waited = %d, want 1", d)
+	}
+	if mid.Notifies != before.Notifies {
+		t.Fatalf("the unasked event counted as a requested one")
+	}
+	wait()
+	if d := srv.Stats().EventsOut - mid.EventsOut; d != 0 {
+		t.Fatalf("events on a second wait with nothing consumed = %d, want 0", d)
+	}
+}
