@@ -559,8 +559,14 @@ func (c *Client) SetPerms(ctx context.Context, path string, perms []Perm) error 
 }
 
 // GetDomainPath returns the home path of domain dom, /local/domain/<dom>.
+// A dom past 65535 cannot be a Xen domain id (16 bits): it is refused here
+// with EINVAL, as the embedded store does. C xenstored would not refuse it
+// (it answers with a path for whatever number it parsed).
 func (c *Client) GetDomainPath(ctx context.Context, dom uint32) (string, error) {
 	arg := strconv.FormatUint(uint64(dom), 10)
+	if dom > 0xFFFF {
+		return "", &Error{Op: opGetDomainPath, Path: arg, Err: syscall.EINVAL}
+	}
 	reply, err := c.roundTrip(ctx, OpGetDomainPath, 0, AppendString(nil, arg), opGetDomainPath, arg)
 	if err != nil {
 		return "", err
