@@ -75,14 +75,15 @@ type Endpoint struct {
 	store     Store // set by Listen: Close removes path
 	storePath string
 
-	rmu      sync.Mutex // serialises readers; guards the fields below
-	rd       ring
-	rdShadow uint32 // our read-ring cons: never read back from the page
-	rdQuiet  bool   // consumed since the last event to the peer
-	rdTimer  *time.Timer
-	rdWake   chan struct{} // 1-buffered: coalesced wake for the reader
-	rdDL     *deadline.Deadline
-	rdCtx    ctxWatch // registrations on the contexts Reads waited with
+	rmu       sync.Mutex // serialises readers; guards the fields below
+	rd        ring
+	rdShadow  uint32 // our read-ring cons: never read back from the page
+	rdQuiet   bool   // consumed without sending the peer an event...
+	rdQuietAt uint64 // ...and eventsOut was this then
+	rdTimer   *time.Timer
+	rdWake    chan struct{} // 1-buffered: coalesced wake for the reader
+	rdDL      *deadline.Deadline
+	rdCtx     ctxWatch // registrations on the contexts Reads waited with
 
 	wmu      sync.Mutex // serialises writers; guards the fields below
 	wr       ring
@@ -636,6 +637,7 @@ func (e *Endpoint) ReadContext(ctx context.Context, p []byte) (int, error) {
 			e.rdShadow += n
 			atomic.StoreUint32(e.rdCons, e.rdShadow)
 			e.rdQuiet = !e.sendIfRequested(notifyRead)
+			e.rdQuietAt = e.eventsOut.Load()
 			e.bytesIn.Add(uint64(n))
 			return int(n), nil
 		}
@@ -651,18 +653,22 @@ func (e *Endpoint) ReadContext(ctx context.Context, p []byte) (int, error) {
 		if atomic.LoadUint32(e.rdProd) != e.rdShadow {
 			continue
 		}
-		if e.rdQuiet {
-			// The ring is drained and about to be waited on: one event,
-			// unasked, for what was consumed since the last one. The
-			// protocol does not need it, but C vchan-socket-proxy does:
-			// at end of its input it writes the rest and then waits for
-			// an event before it closes, one that a reader signalling
-			// only on request never sends once the rest fitted.
+		if e.rdQuiet && e.eventsOut.Load() == e.rdQuietAt {
+			// The ring is drained and about to be waited on, and the
+			// peer has had no event at all since we last consumed: one
+			// event, unasked. The protocol does not need it, but C
+			// vchan-socket-proxy does: at end of its input it writes the
+			// rest and then waits for an event before it closes, one that
+			// a reader signalling only on request never sends once the
+			// rest fitted. Any event sent since (a write's, say: the
+			// request/response pattern) already told the peer to look,
+			// so round trips pay nothing for this.
 			e.rdQuiet = false
 			if e.notify() != nil {
 				continue // fatal: opErr reports it
 			}
 		}
+		e.rdQuiet = false
 		if err := e.block(ctx, roleRead, seq, e.rdWake, e.rdTimer, e.rdDL, &e.rdCtx); err != nil {
 			return 0, err
 		}

@@ -398,3 +398,38 @@ func TestDrainedReaderSignalsOnce(t *testing.T) {
 		t.Fatalf("events on a second wait with nothing consumed = %d, want 0", d)
 	}
 }
+
+// TestDrainedReaderAfterWriteSendsNothing: when the reader has sent the
+// peer an event since it consumed (here its own write's, which the client
+// asked for at connect), draining and waiting adds no unasked event, so a
+// request/response exchange pays nothing for the drained-reader signal.
+func TestDrainedReaderAfterWriteSendsNothing(t *testing.T) {
+	_, srv, cli := pair(t, 0, 0)
+	ctx := testCtx(t, 10*time.Second)
+	if err := srv.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Write([]byte("ab")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if n, _ := srv.ReadContext(ctx, buf); n != 2 {
+		t.Fatalf("server read %d bytes, want 2", n)
+	}
+	before := srv.Stats()
+	if _, err := srv.Write([]byte("reply")); err != nil {
+		t.Fatal(err)
+	}
+	afterWrite := srv.Stats()
+	if d := afterWrite.EventsOut - before.EventsOut; d != 1 {
+		t.Fatalf("events for the reply = %d, want 1 (the client asked at connect)", d)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := srv.ReadContext(sctx, buf); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("read of a drained ring = %v, want a deadline", err)
+	}
+	if d := srv.Stats().EventsOut - afterWrite.EventsOut; d != 0 {
+		t.Fatalf("unasked events after a write already signalled the peer = %d, want 0", d)
+	}
+}
