@@ -39,19 +39,11 @@ func childBenchPeer(args []string) error {
 	var rw io.ReadWriter
 	switch args[0] {
 	case "ring":
-		v, err := atoiArgs(args[2:4])
-		if err != nil {
-			return err
-		}
-		b, err := Open(args[1], 2)
+		b, e, err := childClient(args[1], args[2:4])
 		if err != nil {
 			return err
 		}
 		defer b.Close()
-		e, err := vchan.NewClient(b, 1, uint32(v[0]), uint32(v[1]))
-		if err != nil {
-			return err
-		}
 		defer e.Close()
 		rw = e
 	case "unix":

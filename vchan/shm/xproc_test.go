@@ -128,23 +128,34 @@ func (c *countingHash) Write(p []byte) (int, error) {
 // childRingClient: domain 2 connects to domain 1's vchan (ref, port) and
 // runs mode: "duplex N" (see duplex; prints "done <sent> <recv>") or
 // "stream" (writes stream 2 until it fails). Args: dir ref port mode [N].
+// childClient opens domain 2 of the host in dir and connects, as client,
+// to the ring domain 1 serves at refPort ([ring-ref, port], decimal).
+func childClient(dir string, refPort []string) (*Backend, *vchan.Endpoint, error) {
+	v, err := atoiArgs(refPort)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := Open(dir, 2)
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := vchan.NewClient(b, 1, uint32(v[0]), uint32(v[1]))
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	return b, e, nil
+}
+
 func childRingClient(args []string) error {
 	if len(args) < 4 {
 		return fmt.Errorf("args %q", args)
 	}
-	v, err := atoiArgs(args[1:3])
-	if err != nil {
-		return err
-	}
-	b, err := Open(args[0], 2)
+	b, e, err := childClient(args[0], args[1:3])
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	e, err := vchan.NewClient(b, 1, uint32(v[0]), uint32(v[1]))
-	if err != nil {
-		return err
-	}
 	defer e.Close()
 	fmt.Println("ready")
 	return childRun(e, args[3:])
