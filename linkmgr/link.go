@@ -126,6 +126,9 @@ func newLink(m *Manager, peer vchan.DomID, role string) *link {
 // start runs the link over ep: it sends HELLO and starts the goroutines.
 // The link owns ep from now on.
 func (l *link) start(ep *vchan.Endpoint) {
+	// The peer is an idcfs link manager, which asks for every event it
+	// needs: no unasked event each time the reader drains the ring.
+	ep.SetDrainEvent(false)
 	l.mu.Lock()
 	l.ep = ep
 	l.ctrl = proto.Hello{

@@ -80,10 +80,13 @@ type Endpoint struct {
 	rdShadow  uint32 // our read-ring cons: never read back from the page
 	rdQuiet   bool   // consumed without sending the peer an event...
 	rdQuietAt uint64 // ...and eventsOut was this then
-	rdTimer   *time.Timer
-	rdWake    chan struct{} // 1-buffered: coalesced wake for the reader
-	rdDL      *deadline.Deadline
-	rdCtx     ctxWatch // registrations on the contexts Reads waited with
+	// noDrainEvent: no unasked event when the drained reader blocks
+	// (SetDrainEvent).
+	noDrainEvent bool
+	rdTimer      *time.Timer
+	rdWake       chan struct{} // 1-buffered: coalesced wake for the reader
+	rdDL         *deadline.Deadline
+	rdCtx        ctxWatch // registrations on the contexts Reads waited with
 
 	wmu      sync.Mutex // serialises writers; guards the fields below
 	wr       ring
@@ -653,7 +656,7 @@ func (e *Endpoint) ReadContext(ctx context.Context, p []byte) (int, error) {
 		if atomic.LoadUint32(e.rdProd) != e.rdShadow {
 			continue
 		}
-		if e.rdQuiet && e.eventsOut.Load() == e.rdQuietAt {
+		if e.rdQuiet && e.eventsOut.Load() == e.rdQuietAt && !e.noDrainEvent {
 			// The ring is drained and about to be waited on, and the
 			// peer has had no event at all since we last consumed: one
 			// event, unasked. The protocol does not need it, but C
@@ -812,6 +815,18 @@ func (e *Endpoint) Flush(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// SetDrainEvent says whether a Read that drained the ring and is about to
+// block sends the peer one event it did not ask for, when the peer had no
+// event since the last read (on by default). C vchan-socket-proxy needs
+// that event to finish a stream; a peer that follows the notify protocol
+// does not, and turning it off spares such a peer a wakeup per drained
+// ring, which matters for streams that drain the ring often.
+func (e *Endpoint) SetDrainEvent(on bool) {
+	e.rmu.Lock()
+	e.noDrainEvent = !on
+	e.rmu.Unlock()
 }
 
 // SetDeadline sets the read and write deadlines (zero: none).

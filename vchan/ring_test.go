@@ -364,38 +364,68 @@ func TestDeadlines(t *testing.T) {
 
 // TestDrainedReaderSignalsOnce checks the one unasked event: a reader that
 // consumed without being asked to signal sends one event when it goes to
-// wait on the drained ring, and none on the next wait.
+// wait on the drained ring, and none on the next wait; with SetDrainEvent
+// (false) it sends none at all.
 func TestDrainedReaderSignalsOnce(t *testing.T) {
-	_, srv, cli := pair(t, 0, 0)
-	ctx := testCtx(t, 10*time.Second)
-	if err := srv.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cli.Write([]byte("ab"))
-	buf := make([]byte, 8)
-	if n, _ := srv.ReadContext(ctx, buf); n != 2 {
-		t.Fatalf("server read %d bytes, want 2", n)
-	}
-	before := srv.Stats()
-	wait := func() {
-		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-		defer cancel()
-		if _, err := srv.ReadContext(sctx, buf); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("read of a drained ring = %v, want a deadline", err)
-		}
-	}
-	wait()
-	mid := srv.Stats()
-	if d := mid.EventsOut - before.EventsOut; d != 1 {
-		t.Fatalf("events when the drained reader waited = %d, want 1", d)
-	}
-	if mid.Notifies != before.Notifies {
-		t.Fatalf("the unasked event counted as a requested one")
-	}
-	wait()
-	if d := srv.Stats().EventsOut - mid.EventsOut; d != 0 {
-		t.Fatalf("events on a second wait with nothing consumed = %d, want 0", d)
+	for _, tc := range []struct {
+		name  string
+		on    bool
+		first uint64 // events sent by the first wait
+	}{
+		{"default", true, 1},
+		{"off", false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, srv, cli := pair(t, 0, 0)
+			ctx := testCtx(t, 10*time.Second)
+			if err := srv.WaitConnected(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.on {
+				srv.SetDrainEvent(false)
+			}
+			cli.Write([]byte("ab"))
+			buf := make([]byte, 8)
+			if n, _ := srv.ReadContext(ctx, buf); n != 2 {
+				t.Fatalf("server read %d bytes, want 2", n)
+			}
+			before := srv.Stats()
+			wait := func() {
+				t.Helper()
+				sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+				defer cancel()
+				if _, err := srv.ReadContext(sctx, buf); !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("read of a drained ring = %v, want a deadline", err)
+				}
+			}
+			wait()
+			mid := srv.Stats()
+			if d := mid.EventsOut - before.EventsOut; d != tc.first {
+				t.Fatalf("events when the drained reader waited = %d, want %d", d, tc.first)
+			}
+			if mid.Notifies != before.Notifies {
+				t.Fatalf("the unasked event counted as a requested one")
+			}
+			wait()
+			if d := srv.Stats().EventsOut - mid.EventsOut; d != 0 {
+				t.Fatalf("events on a second wait with nothing consumed = %d, want 0", d)
+			}
+			// Asked-for events still go out: a writer blocked on a full
+			// ring is woken by the read that makes room.
+			big := make([]byte, srv.Stats().ReadRing+1)
+			done := make(chan error, 1)
+			go func() { _, err := cli.WriteContext(ctx, big); done <- err }()
+			for got := 0; got < len(big); {
+				n, err := srv.ReadContext(ctx, make([]byte, 4096))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got += n
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("writer of a full ring: %v", err)
+			}
+		})
 	}
 }
 
