@@ -34,19 +34,9 @@ func benchPair(b *testing.B, backend string) (m1, m2 *Manager, be1, be2 vchan.Ba
 // rawThroughput moves total bytes over a bare vchan (same backend, same
 // ring size as a link) in 64 KiB writes and returns bytes per second.
 func rawThroughput(b *testing.B, be1, be2 vchan.Backend, total int) float64 {
-	srv, err := vchan.NewServer(be1, 2, DefaultRingSize, DefaultRingSize)
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv, cli := rawPair(b, be1, be2)
 	defer srv.Close()
-	cli, err := vchan.NewClient(be2, 1, srv.RingRef(), srv.Port())
-	if err != nil {
-		b.Fatal(err)
-	}
 	defer cli.Close()
-	if err := srv.WaitConnected(context.Background()); err != nil {
-		b.Fatal(err)
-	}
 	start := time.Now()
 	go func() {
 		buf := make([]byte, 64<<10)
@@ -65,6 +55,26 @@ func rawThroughput(b *testing.B, be1, be2 vchan.Backend, total int) float64 {
 		got += n
 	}
 	return float64(total) / time.Since(start).Seconds()
+}
+
+// rawPair connects a bare vchan between dom 1 (server, on be1) and dom 2
+// (client, on be2) with a link's ring size. The caller closes both.
+func rawPair(b *testing.B, be1, be2 vchan.Backend) (srv, cli *vchan.Endpoint) {
+	srv, err := vchan.NewServer(be1, 2, DefaultRingSize, DefaultRingSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cli, err = vchan.NewClient(be2, 1, srv.RingRef(), srv.Port())
+	if err != nil {
+		srv.Close()
+		b.Fatal(err)
+	}
+	if err := srv.WaitConnected(context.Background()); err != nil {
+		srv.Close()
+		cli.Close()
+		b.Fatal(err)
+	}
+	return srv, cli
 }
 
 // streams is a set of established connections of one link, with their

@@ -1,12 +1,9 @@
 package linkmgr
 
 import (
-	"context"
 	"io"
 	"testing"
 	"time"
-
-	"idcfs/vchan"
 )
 
 // pingPong bounces one byte n times between a and b (b echoes) and returns
@@ -58,19 +55,9 @@ func BenchmarkRoundTrip(b *testing.B) {
 				b.Fatal(err)
 			}
 			st := openStreams(b, m2, ln, 1, 1)
-			srv, err := vchan.NewServer(be1, 2, DefaultRingSize, DefaultRingSize)
-			if err != nil {
-				b.Fatal(err)
-			}
+			srv, cli := rawPair(b, be1, be2)
 			defer srv.Close()
-			cli, err := vchan.NewClient(be2, 1, srv.RingRef(), srv.Port())
-			if err != nil {
-				b.Fatal(err)
-			}
 			defer cli.Close()
-			if err := srv.WaitConnected(context.Background()); err != nil {
-				b.Fatal(err)
-			}
 			pingPong(b, st.c[0], st.s[0], 100)
 			pingPong(b, cli, srv, 100)
 			var rawBest, linkBest time.Duration
