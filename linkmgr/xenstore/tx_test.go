@@ -256,3 +256,40 @@ func TestTransactionOfUnprivilegedDomain(t *testing.T) {
 		t.Fatalf("write of an aborted transaction visible: %v", err)
 	}
 }
+
+// TestTransactionEventOrder: a transaction fires at commit once per node it
+// changed, in the order in which it first accessed the nodes (a read
+// counts), as xenstored's finalize_transaction walks its accessed nodes.
+func TestTransactionEventOrder(t *testing.T) {
+	e := newEnv(t)
+	c, ctx := e.priv, ctxT(t)
+	for _, k := range []string{"o/a", "o/b"} {
+		if err := c.Write(ctx, e.p(k), "1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := c.Watch(ctx, e.p("o"), "order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	expectEvents(t, w, e.p("o"))
+	err = c.Transaction(ctx, func(tx *xenstore.Tx) error {
+		if _, err := tx.Read(ctx, e.p("o/b")); err != nil {
+			return err
+		}
+		for _, k := range []string{"o/a", "o/b", "o/a"} {
+			if err := tx.Write(ctx, e.p(k), "2"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Write(ctx, e.p("o/end"), ""); err != nil {
+		t.Fatal(err)
+	}
+	expectEvents(t, w, e.p("o/b"), e.p("o/a"), e.p("o/end"))
+}

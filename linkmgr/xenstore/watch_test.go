@@ -1,8 +1,12 @@
 package xenstore_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -62,23 +66,16 @@ func TestWatchFiresOncePerChange(t *testing.T) {
 				}
 				expectEvents(t, w, append(st.want, barrier)...)
 			}
-			// Removing a subtree fires for every node removed.
+			// Removing a subtree fires once for a watch above it, naming
+			// the removed node; the nodes below it fire only watches on
+			// exactly their paths (TestWatchRemoval).
 			if err := wc.Rm(ctx, root+"/b"); err != nil {
 				t.Fatal(err)
-			}
-			got := map[string]int{}
-			for range 3 {
-				got[nextEvent(t, w).Path]++
-			}
-			for _, p := range []string{root + "/b", root + "/b/c", root + "/b/c/d"} {
-				if got[p] != 1 {
-					t.Fatalf("events after rm of a subtree: %v", got)
-				}
 			}
 			if err := wc.Write(ctx, root+"/end", ""); err != nil {
 				t.Fatal(err)
 			}
-			expectEvents(t, w, root+"/end")
+			expectEvents(t, w, root+"/b", root+"/end")
 			if err := wc.Rm(ctx, root); err != nil {
 				t.Fatal(err)
 			}
@@ -104,6 +101,9 @@ func (e *env) otherPriv() *xenstore.Client {
 	return e.dial(0)
 }
 
+// TestWatchRemovedAncestor: a watch on a path where no node exists gets no
+// event when an ancestor is removed. xenstored fires the nodes it removes,
+// and the one below the removed node only for watches on exactly its path.
 func TestWatchRemovedAncestor(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
@@ -121,9 +121,262 @@ func TestWatchRemovedAncestor(t *testing.T) {
 	if err := c.Rm(ctx, e.p("r")); err != nil {
 		t.Fatal(err)
 	}
-	// When an ancestor goes, the event names the watched path itself.
+	// Creating the watched node fires it: that must be the first event.
+	if err := c.Write(ctx, e.p("r/x/y/z"), ""); err != nil {
+		t.Fatal(err)
+	}
 	expectEvents(t, w, e.p("r/x/y/z"))
 	noEvent(t, w)
+}
+
+// removalCase is one removal and the events it must fire. Paths are
+// relative to the case's own directory; "" is that directory.
+type removalCase struct {
+	name string
+	rm   string // the node removed
+	// inTx removes in a transaction, after before (if set) ran in it.
+	inTx   bool
+	before func(ctx context.Context, tx *xenstore.Tx, dir string) error
+	// byOther removes through another connection than the watcher's.
+	byOther bool
+	// watches maps each watched path to the events the removal fires for
+	// it, in order.
+	watches map[string][]string
+}
+
+// runRemoval registers the case's watches on watcher below dir (built by
+// build), removes through remover, and checks each watch's events: exactly
+// the expected ones, then the barriers. A barrier is a node written (by
+// barrier) below one watched path after the removal; every watch sees at
+// least its own, so no event of the removal can come late unnoticed.
+func runRemoval(t *testing.T, watcher, remover *xenstore.Client, dir string, build func(dir string) error, rc removalCase, barrier func(path string) error) {
+	t.Helper()
+	ctx := ctxT(t)
+	abs := func(rel string) string {
+		if rel == "" {
+			return dir
+		}
+		return dir + "/" + rel
+	}
+	if err := build(dir); err != nil {
+		t.Fatal(err)
+	}
+	paths := slices.Sorted(maps.Keys(rc.watches))
+	ws := make([]*xenstore.Watch, len(paths))
+	for i, p := range paths {
+		w, err := watcher.Watch(ctx, abs(p), "rm:"+p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		expectEvents(t, w, abs(p))
+		ws[i] = w
+	}
+	if rc.inTx {
+		err := remover.Transaction(ctx, func(tx *xenstore.Tx) error {
+			if rc.before != nil {
+				if err := rc.before(ctx, tx, dir); err != nil {
+					return err
+				}
+			}
+			return tx.Rm(ctx, abs(rc.rm))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	} else if err := remover.Rm(ctx, abs(rc.rm)); err != nil {
+		t.Fatal(err)
+	}
+	var barriers []string
+	for _, p := range paths {
+		b := abs(p) + "/zz-barrier"
+		if err := barrier(b); err != nil {
+			t.Fatal(err)
+		}
+		barriers = append(barriers, b)
+	}
+	for i, p := range paths {
+		var want []string
+		for _, ev := range rc.watches[p] {
+			want = append(want, abs(ev))
+		}
+		for _, b := range barriers {
+			if b == abs(p) || strings.HasPrefix(b, abs(p)+"/") {
+				want = append(want, b)
+			}
+		}
+		for _, wp := range want {
+			if ev := nextEvent(t, ws[i]); ev.Path != wp {
+				t.Fatalf("watch %s: event %s, want %s (all expected: %q)", abs(p), ev.Path, wp, want)
+			}
+		}
+	}
+}
+
+// TestWatchRemoval checks which watches a removal fires, naming which path,
+// as Xen 4.17's xenstored does (rm_node walks the removed subtree children
+// first and fires each node from delnode_sub): the removed node fires the
+// watches on it and on its ancestors, once each, naming itself; each node
+// removed below it fires only the watches on exactly its path; a watch on a
+// path below it where no node existed gets nothing. In a transaction the
+// same events fire at commit, one per node, in the order the transaction
+// first accessed the nodes; a node it changed before removing it fires the
+// watches on its ancestors too (queue_watches keeps the wider match).
+func TestWatchRemoval(t *testing.T) {
+	e := newEnv(t)
+	// d/n = "n" with n/a/b and n/l below it, and d/s beside it.
+	build := func(dir string) error {
+		ctx := ctxT(t)
+		for _, kv := range [][2]string{{"n", "n"}, {"n/a/b", "b"}, {"n/l", "l"}, {"s", "s"}} {
+			if err := e.priv.Write(ctx, dir+"/"+kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	subtree := map[string][]string{
+		"n":          {"n"},     // the removed node itself
+		"":           {"n"},     // an ancestor: once, for the removed node only
+		"n/a":        {"n/a"},   // a node below that existed
+		"n/a/b":      {"n/a/b"}, // one deeper
+		"n/l":        {"n/l"},
+		"n/a/b/none": nil, // below, where no node existed
+		"n/x/y":      nil,
+		"s":          nil, // beside it
+	}
+	tests := []removalCase{
+		{name: "leaf", rm: "n/l", watches: map[string][]string{
+			"n/l":   {"n/l"}, // the removed node itself
+			"n":     {"n/l"}, // its parent
+			"":      {"n/l"}, // an ancestor further up
+			"n/l/x": nil,     // below it, where no node existed
+			"n/a":   nil,     // a sibling
+		}},
+		{name: "subtree", rm: "n", watches: subtree},
+		{name: "subtree by another connection", rm: "n", byOther: true, watches: subtree},
+		{name: "subtree in a transaction", rm: "n", inTx: true, watches: subtree},
+		{name: "transaction writes below, then removes the subtree", rm: "n", inTx: true,
+			before: func(ctx context.Context, tx *xenstore.Tx, dir string) error {
+				return tx.Write(ctx, dir+"/n/a", "2")
+			},
+			watches: map[string][]string{
+				"":           {"n/a", "n"},
+				"n":          {"n/a", "n"},
+				"n/a":        {"n/a"},
+				"n/a/b":      {"n/a/b"},
+				"n/l":        {"n/l"},
+				"n/a/b/none": nil,
+			}},
+		{name: "transaction creates below, then removes the subtree", rm: "n", inTx: true,
+			before: func(ctx context.Context, tx *xenstore.Tx, dir string) error {
+				return tx.Write(ctx, dir+"/n/new", "x")
+			},
+			watches: map[string][]string{
+				// A node that exists neither before nor after the
+				// transaction fires nothing.
+				"n/new": nil,
+				"":      {"n"},
+				"n/a":   {"n/a"},
+			}},
+	}
+	for i, rc := range tests {
+		t.Run(rc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			remover := e.priv
+			if rc.byOther {
+				remover = e.otherPriv()
+			}
+			barrier := func(p string) error { return e.priv.Write(ctx, p, "") }
+			runRemoval(t, e.priv, remover, e.p(fmt.Sprintf("rm%d", i)), build, rc, barrier)
+		})
+	}
+}
+
+// TestWatchRemovalPermissions: a guest's watch gets a removal event only
+// for a node the guest may read, or whose parent it may read, with the
+// permissions as they were before the removal (watch_permitted, called
+// while the node is still at hand). A removal in a transaction fires at
+// commit, when the node is gone: only the permissions the node had when the
+// transaction first accessed it count, not its parent's.
+func TestWatchRemovalPermissions(t *testing.T) {
+	e := newEnv(t)
+	e.needEmbedded()
+	guest := e.domain(1)
+	none, read := []xenstore.Perm{{Dom: 0}}, []xenstore.Perm{{Dom: 0}, {Dom: 1, Read: true}}
+	// d (unreadable for dom1) holds n (unreadable) with n/a (readable),
+	// n/a/b (unreadable, readable parent) and n/l (unreadable, unreadable
+	// parent), and r (readable) with r/c (unreadable, readable parent).
+	build := func(dir string) error {
+		ctx := ctxT(t)
+		for _, np := range []struct {
+			path  string
+			perms []xenstore.Perm
+		}{{"", none}, {"n", none}, {"n/a", read}, {"n/a/b", none}, {"n/l", none}, {"r", read}, {"r/c", none}} {
+			p := dir
+			if np.path != "" {
+				p += "/" + np.path
+			}
+			if err := e.priv.Write(ctx, p, ""); err != nil {
+				return err
+			}
+			if err := e.priv.SetPerms(ctx, p, np.perms); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tests := []removalCase{
+		{name: "unreadable subtree", rm: "n", watches: map[string][]string{
+			"":      nil, // n and d are unreadable
+			"n":     nil,
+			"n/a":   {"n/a"},   // readable
+			"n/a/b": {"n/a/b"}, // its parent n/a is readable
+			"n/l":   nil,
+		}},
+		{name: "unreadable subtree in a transaction", rm: "n", inTx: true, watches: map[string][]string{
+			"":      nil,
+			"n":     nil,
+			"n/a":   {"n/a"},
+			"n/a/b": nil, // gone at commit: its parent no longer counts
+			"n/l":   nil,
+		}},
+		{name: "readable node", rm: "r", watches: map[string][]string{
+			"":    {"r"},
+			"r":   {"r"},
+			"r/c": {"r/c"}, // its parent r is readable
+		}},
+		{name: "readable node in a transaction", rm: "r", inTx: true, watches: map[string][]string{
+			"":    {"r"},
+			"r":   {"r"},
+			"r/c": nil,
+		}},
+		{name: "unreadable node, readable parent", rm: "r/c", watches: map[string][]string{
+			"":    {"r/c"}, // delivery is decided per connection, not per watch
+			"r":   {"r/c"},
+			"r/c": {"r/c"},
+		}},
+		{name: "unreadable node, readable parent, in a transaction", rm: "r/c", inTx: true, watches: map[string][]string{
+			"":    nil, // the parent still exists, but does not count
+			"r":   nil,
+			"r/c": nil,
+		}},
+	}
+	for i, rc := range tests {
+		t.Run(rc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			// A barrier readable by dom1, written in one transaction so
+			// that it fires once, with its final permissions.
+			barrier := func(p string) error {
+				return e.priv.Transaction(ctx, func(tx *xenstore.Tx) error {
+					if err := tx.Write(ctx, p, ""); err != nil {
+						return err
+					}
+					return tx.SetPerms(ctx, p, read)
+				})
+			}
+			runRemoval(t, guest, e.priv, e.p(fmt.Sprintf("perm%d", i)), build, rc, barrier)
+		})
+	}
 }
 
 func TestWatchRegistration(t *testing.T) {
@@ -324,18 +577,22 @@ func TestWatchPermissionFilter(t *testing.T) {
 	if v, err := cli.Read(ctx, port+"/ring-ref"); err != nil || v != "12" {
 		t.Fatalf("client reads ring-ref: %q, %v", v, err)
 	}
-	// The server closes the port: events for the readable leaves only.
+	// The server closes the port. dom2 may read neither the port nor its
+	// parent, and the keys below it fire only watches on exactly their
+	// paths (TestWatchRemoval): no event for the watch on the port. A
+	// watch on a key itself sees the key go.
+	rw, err := cli.Watch(ctx, port+"/ring-ref", "ring-ref")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	expectEvents(t, rw, port+"/ring-ref")
 	if err := srv.Rm(ctx, "data/vchan/2/7"); err != nil {
 		t.Fatal(err)
 	}
-	got = map[string]int{}
-	for range 2 {
-		got[nextEvent(t, w).Path]++
-	}
-	if got[port+"/ring-ref"] != 1 || got[port+"/event-channel"] != 1 {
-		t.Fatalf("events on removal: %v", got)
-	}
+	expectEvents(t, rw, port+"/ring-ref")
 	noEvent(t, w)
+	noEvent(t, rw)
 }
 
 func TestWatchRelative(t *testing.T) {

@@ -261,30 +261,28 @@ func (s *Server) ReleaseDomain(dom uint32) error {
 	return nil
 }
 
-// fireLocked queues the watch events of changes on every connection whose
-// watches cover them and whose domain may see them.
+// fireLocked queues the watch events of changes, in their order, as
+// xenstored's fire_watches does for each: every connection whose domain may
+// see the change gets one event per watch it matches, naming the changed
+// node. A change matches the watches on its node and, unless exact, those
+// on the node's ancestors.
 func (s *Server) fireLocked(changes []change) {
 	if len(changes) == 0 {
 		return
 	}
 	for c := range s.conns {
-		for _, w := range c.watches {
-			if w.special {
+		if len(c.watches) == 0 {
+			continue
+		}
+		for _, ch := range changes {
+			if !permitted(c.dom, ch) {
 				continue
 			}
-			// notified: the watched node itself was among the changes.
-			notified := false
-			for _, ch := range changes {
-				if ch.below {
-					if !notified && isBelow(w.abs, ch.path) && permitted(c.dom, ch) {
-						c.event(w.path, w.token)
-					}
+			for _, w := range c.watches {
+				if w.special {
 					continue
 				}
-				if ch.path == w.abs {
-					notified = true
-				}
-				if (ch.path == w.abs || isBelow(ch.path, w.abs)) && permitted(c.dom, ch) {
+				if ch.path == w.abs || (!ch.exact && isBelow(ch.path, w.abs)) {
 					c.event(w.eventPath(ch.path), w.token)
 				}
 			}
@@ -306,13 +304,17 @@ func (s *Server) fireSpecialLocked(name string) {
 	}
 }
 
-// permitted applies xenstored's delivery rule: the watcher may read the
-// changed node, or could before a permission change, or may read its
-// parent.
+// permitted applies xenstored's delivery rule (watch_permitted): the
+// watcher may read the changed node, or could before a permission change
+// (or, in a transaction, when the transaction first accessed it), or may
+// read its parent. Absent permissions grant nothing.
 func permitted(dom uint32, ch change) bool {
-	return canRead(dom, ch.perms) ||
-		(ch.oldPerms != nil && canRead(dom, ch.oldPerms)) ||
-		(ch.parentPerms != nil && canRead(dom, ch.parentPerms))
+	for _, perms := range [][]xenstore.Perm{ch.oldPerms, ch.perms, ch.parentPerms} {
+		if perms != nil && canRead(dom, perms) {
+			return true
+		}
+	}
+	return false
 }
 
 // watch is one registered watch of a connection.

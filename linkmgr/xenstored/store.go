@@ -52,6 +52,8 @@ func (n *node) size() int {
 // transaction's overlay on it.
 type view interface {
 	get(path string) *node // nil if absent
+	// peek is get without counting as an access of the transaction.
+	peek(path string) *node
 	put(path string, n *node)
 	del(path string)
 	owned(dom uint32) int // nodes whose owner (entry 0) is dom
@@ -71,6 +73,8 @@ func newStore() *store {
 }
 
 func (st *store) get(path string) *node { return st.nodes[path] }
+
+func (st *store) peek(path string) *node { return st.nodes[path] }
 
 func (st *store) put(path string, n *node) {
 	st.gen++
@@ -165,17 +169,23 @@ func canWrite(dom uint32, perms []xenstore.Perm) bool {
 	return w
 }
 
-// change is one watch event a modification causes. Delivery is decided when
-// it fires: a watcher must be able to read the node (with perms, or oldPerms
-// before a permission change) or its parent.
+// change is one node change that fires watches, as one fire_watches call
+// of xenstored does. Delivery is decided per watching connection when it
+// fires (watch_permitted): the watcher must be able to read the node (with
+// perms, or oldPerms before a permission change) or its parent. A nil
+// permission list grants nothing, not even to dom0: xenstored fires nothing
+// for a node it can no longer find and whose old permissions it did not
+// keep.
 type change struct {
 	path        string
 	perms       []xenstore.Perm
 	oldPerms    []xenstore.Perm
 	parentPerms []xenstore.Perm
-	// below is set for the removal of path: watches strictly below path
-	// that saw no event of their own get one for their own path.
-	below bool
+	// exact limits the change to watches registered on path itself. RM
+	// fires the removed node for the watches on it and its ancestors, but
+	// every node removed below it only for the watches on exactly that
+	// node (delnode_sub's watch_exact).
+	exact bool
 }
 
 // op runs one request against a view on behalf of domain dom. It collects
@@ -310,11 +320,15 @@ func (o *op) write(path string, value []byte) syscall.Errno {
 	return 0
 }
 
+// parentPerms returns the permissions of path's parent, for delivering the
+// change of path. It does not count as an access: xenstored reads the parent
+// only when it fires (watch_permitted), and in a transaction that is at
+// commit.
 func (o *op) parentPerms(path string) []xenstore.Perm {
 	if path == "/" {
 		return nil
 	}
-	if p := o.v.get(parentOf(path)); p != nil {
+	if p := o.v.peek(parentOf(path)); p != nil {
 		return p.perms
 	}
 	return nil
@@ -334,9 +348,13 @@ func (o *op) mkdir(path string) syscall.Errno {
 	return 0
 }
 
-// rm removes path and everything below it. Each removed node fires an event
-// of its own (checked against its own permissions, as they were); watches
-// below path on nodes that did not exist get one for their own path.
+// rm removes path and everything below it, firing as xenstored's rm_node
+// does: its tree walk visits every node after its children (walk_node_tree
+// with delnode_sub as exit function) and fires each removed node with the
+// permissions it had and those of its parent. The removed node itself,
+// fired last, reaches the watches on it and on its ancestors; a node below
+// it reaches only the watches registered on exactly its path. A watch on a
+// path below the removed node where no node existed gets nothing.
 func (o *op) rm(path string) syscall.Errno {
 	if path == "/" {
 		return syscall.EINVAL
@@ -354,25 +372,27 @@ func (o *op) rm(path string) syscall.Errno {
 	}
 	parentPath := parentOf(path)
 	pn := o.v.get(parentPath)
-	o.removeTree(path, n, pn.perms)
+	o.removeTree(path, n, pn.perms, false)
 	up := pn.clone()
 	if i, found := slices.BinarySearch(pn.children, baseOf(path)); found {
 		up.children = slices.Delete(slices.Clone(pn.children), i, i+1)
 	}
 	o.v.put(parentPath, up)
-	o.changes = append(o.changes, change{path: path, perms: n.perms, parentPerms: pn.perms, below: true})
 	return 0
 }
 
-func (o *op) removeTree(path string, n *node, parentPerms []xenstore.Perm) {
+// removeTree removes the node n at path and its subtree, children first,
+// and records one change per removed node: exact for all but the root of
+// the removal.
+func (o *op) removeTree(path string, n *node, parentPerms []xenstore.Perm, exact bool) {
 	for _, c := range n.children {
 		cp := join(path, c)
 		if cn := o.v.get(cp); cn != nil {
-			o.removeTree(cp, cn, n.perms)
+			o.removeTree(cp, cn, n.perms, true)
 		}
 	}
 	o.v.del(path)
-	o.changes = append(o.changes, change{path: path, perms: n.perms, parentPerms: parentPerms})
+	o.changes = append(o.changes, change{path: path, perms: n.perms, parentPerms: parentPerms, exact: exact})
 }
 
 func (o *op) setPerms(path string, perms []xenstore.Perm) syscall.Errno {
@@ -418,21 +438,35 @@ func (o *op) checkSetPerms(old, perms []xenstore.Perm) syscall.Errno {
 // generation of every node it touched. Commit fails with EAGAIN if any of
 // them changed since.
 type tx struct {
-	id      uint32
-	st      *store
-	seen    map[string]uint64 // generation at first access, 0 = absent
-	changed map[string]*node  // nil = removed
-	changes []change
+	id       uint32
+	st       *store
+	seen     map[string]seenNode
+	changed  map[string]*node // nil = removed
+	changes  []change         // one per node, merged; path and exact only
+	changeAt map[string]int   // index in changes by path
+}
+
+// seenNode is what a transaction remembers of a node it touched first:
+// xenstored's accessed_node.
+type seenNode struct {
+	gen   uint64          // store generation, 0 = absent
+	perms []xenstore.Perm // store permissions, nil = absent
+	order int             // rank of the first access
 }
 
 func newTx(id uint32, st *store) *tx {
-	return &tx{id: id, st: st, seen: make(map[string]uint64), changed: make(map[string]*node)}
+	return &tx{id: id, st: st, seen: make(map[string]seenNode), changed: make(map[string]*node), changeAt: make(map[string]int)}
 }
 
 func (t *tx) touch(path string) {
-	if _, ok := t.seen[path]; !ok {
-		t.seen[path] = t.st.genOf(path)
+	if _, ok := t.seen[path]; ok {
+		return
 	}
+	sn := seenNode{order: len(t.seen)}
+	if n := t.st.get(path); n != nil {
+		sn.gen, sn.perms = n.gen, n.perms
+	}
+	t.seen[path] = sn
 }
 
 func (t *tx) get(path string) *node {
@@ -440,6 +474,13 @@ func (t *tx) get(path string) *node {
 		return n
 	}
 	t.touch(path)
+	return t.st.get(path)
+}
+
+func (t *tx) peek(path string) *node {
+	if n, ok := t.changed[path]; ok {
+		return n
+	}
 	return t.st.get(path)
 }
 
@@ -469,8 +510,8 @@ func (t *tx) owned(dom uint32) int {
 
 // conflict reports whether a node the transaction touched changed since.
 func (t *tx) conflict() bool {
-	for p, g := range t.seen {
-		if t.st.genOf(p) != g {
+	for p, sn := range t.seen {
+		if t.st.genOf(p) != sn.gen {
 			return true
 		}
 	}
@@ -494,41 +535,41 @@ func (t *tx) apply() {
 	}
 }
 
-// record keeps the changes of one request for the commit. As in xenstored,
-// a transaction fires at most one event per node however often it changed
-// the node.
+// record keeps the changes of one request for the commit. As xenstored's
+// queue_watches, a transaction fires at most one event per node however
+// often it changed the node, and a change that reaches the ancestors' watches
+// wins over one limited to the node's own.
 func (t *tx) record(changes []change) {
 	for _, ch := range changes {
-		dup := false
-		for i := range t.changes {
-			if t.changes[i].path == ch.path && t.changes[i].below == ch.below {
-				t.changes[i].perms, t.changes[i].parentPerms = ch.perms, ch.parentPerms
-				if t.changes[i].oldPerms == nil {
-					t.changes[i].oldPerms = ch.oldPerms
-				}
-				dup = true
-				break
-			}
-		}
-		if !dup {
-			t.changes = append(t.changes, ch)
+		i, ok := t.changeAt[ch.path]
+		if !ok {
+			t.changeAt[ch.path] = len(t.changes)
+			t.changes = append(t.changes, change{path: ch.path, exact: ch.exact})
+		} else if !ch.exact {
+			t.changes[i].exact = false
 		}
 	}
 }
 
-// committedChanges returns the changes to fire after apply: delivery of a
-// node that still exists is decided by its permissions as committed, the
-// way xenstored reads the node again when it fires a transaction's events.
+// committedChanges returns the changes to fire after apply, the way
+// xenstored's finalize_transaction fires them: in the order in which the
+// transaction first accessed the nodes, each with the permissions the node
+// had then (none if it did not exist) and, if it still exists, its
+// permissions and its parent's as committed.
 func (t *tx) committedChanges() []change {
 	out := make([]change, len(t.changes))
 	for i, ch := range t.changes {
-		if n := t.st.get(ch.path); n != nil && !ch.below {
+		ch.oldPerms = t.seen[ch.path].perms
+		if n := t.st.get(ch.path); n != nil {
 			ch.perms = n.perms
-			if p := t.st.get(parentOf(ch.path)); p != nil && ch.path != "/" {
-				ch.parentPerms = p.perms
+			if ch.path != "/" {
+				ch.parentPerms = t.st.get(parentOf(ch.path)).perms
 			}
 		}
 		out[i] = ch
 	}
+	slices.SortStableFunc(out, func(a, b change) int {
+		return t.seen[a.path].order - t.seen[b.path].order
+	})
 	return out
 }
