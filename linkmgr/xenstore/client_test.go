@@ -1,13 +1,16 @@
 package xenstore_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"idcfs/linkmgr/xenstore"
 )
@@ -197,10 +200,21 @@ func TestGetDomainPath(t *testing.T) {
 	}
 }
 
+// TestConcurrentRequests runs 50 goroutines doing 100 write+read pairs each
+// on one connection and checks that every reply reached its own request.
+// It detects hangs; it is not a speed test. The time allowed comes from
+// hangLimit, measured on the host, because a store may serve a connection
+// one request at a time: xenstored reads at most one message per connection
+// in each round of its poll loop, so pipelining does not make the pairs
+// faster than a single round trip each.
 func TestConcurrentRequests(t *testing.T) {
 	e := newEnv(t)
-	c, ctx := e.priv, ctxT(t)
+	c := e.priv
 	const workers, ops = 50, 100
+	limit := hangLimit(t, c, e.p("probe"), workers*ops)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for g := range workers {
@@ -231,10 +245,49 @@ func TestConcurrentRequests(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+	if ctx.Err() != nil {
+		t.Fatalf("the pairs did not finish within the hang limit %v", limit)
+	}
 	names, err := c.Directory(ctx, e.base)
 	if err != nil || len(names) != workers {
 		t.Fatalf("directory has %d entries (%v), want %d", len(names), err, workers)
 	}
+	t.Logf("%d write+read pairs in %v (limit %v)", workers*ops, time.Since(start).Round(time.Millisecond), limit)
+}
+
+// hangLimit returns how long pairs write+read pairs on c may take before a
+// test calls them hung: 15 s, plus four times pairs times the median of 20
+// single write+read round trips on path (which it then removes), that is
+// four times as long as running every pair one after another. It is capped
+// 10 s before the test binary's deadline (-test.timeout), so that a slow host
+// gets a failure naming the limit rather than a panic.
+func hangLimit(t *testing.T, c *xenstore.Client, path string, pairs int) time.Duration {
+	t.Helper()
+	ctx := ctxT(t)
+	rtts := make([]time.Duration, 20)
+	for i := range rtts {
+		start := time.Now()
+		if err := c.Write(ctx, path, strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(ctx, path); err != nil {
+			t.Fatal(err)
+		}
+		rtts[i] = time.Since(start)
+	}
+	if err := c.Rm(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(rtts)
+	median := rtts[len(rtts)/2]
+	limit := 15*time.Second + 4*time.Duration(pairs)*median
+	if deadline, ok := t.Deadline(); ok {
+		if left := time.Until(deadline) - 10*time.Second; left > 0 && left < limit {
+			limit = left
+		}
+	}
+	t.Logf("write+read round trip: median %v of %d; hang limit for %d pairs: %v", median, len(rtts), pairs, limit.Round(time.Millisecond))
+	return limit
 }
 
 // TestDirectoryLarge lists a directory whose names do not fit in one reply:
