@@ -40,3 +40,33 @@ xt_make_data() {
 
 # xt_sha FILE: the sha256 of FILE, hex only.
 xt_sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# --- the idcfs mount (/idc) -------------------------------------------------
+
+# xt_wait_mount SECONDS: wait until /idc/self answers.
+xt_wait_mount() {
+    _i=0
+    until [ -e /idc/self ]; do
+        _i=$((_i + 1)); [ $_i -gt $(($1 * 5)) ] && return 1; sleep 0.2
+    done
+}
+
+# xt_wait_bound PORT SECONDS: wait until /idc/listen lists PORT.
+xt_wait_bound() {
+    _i=0
+    until ls /idc/listen 2>/dev/null | grep -qx "$1"; do
+        _i=$((_i + 1)); [ $_i -gt $(($2 * 5)) ] && return 1; sleep 0.2
+    done
+}
+
+# xt_conn_id ADDR: the id of the connection this shell ($$) opened with
+# ADDR ("remote dom(1):7000" for a connect, "local dom(1):7000" for an
+# accept), as in docs/files.md.
+xt_conn_id() {
+    for _s in /idc/conn/*/status; do
+        if grep -qx "pid $$" "$_s" && grep -qxF "$1" "$_s"; then
+            _s=${_s#/idc/conn/}; echo "${_s%/status}"; return 0
+        fi
+    done
+    return 1
+}
