@@ -14,19 +14,21 @@
 //
 // Event channels: a port allocated with AllocUnbound listens on the Unix
 // stream socket dir/evtchn/<domain>/<port> and accepts one binder from the
-// named peer domain at a time; Bind connects to it. A one-byte token is one
-// event; framed control messages on the same stream carry unmap-notify
-// registrations, so that when a process dies its peer clears the liveness
-// byte and raises the event on its behalf, which is what Xen's kernel drivers
-// do. Wait reads the socket itself on the runtime poller, so an event wakes
-// the waiting goroutine directly; Notify is one non-blocking write. Neither
-// starts goroutines; a listening port owns one goroutine that accepts
-// binders, stopped by Close.
+// named peer domain at a time; Bind connects to it. In the handshake each
+// end passes the other an eventfd (SCM_RIGHTS), checked to be exactly one
+// eventfd: Notify adds 1 to the peer's eventfd, one non-blocking write, and
+// Wait reads the channel's own eventfd on the runtime poller, so an event
+// wakes the waiting goroutine directly. The socket carries unmap-notify
+// registrations and a goodbye, so that when a process dies (the socket ends
+// without goodbye) its peer clears the liveness byte and raises the event on
+// its behalf, which is what Xen's kernel drivers do. Each channel owns one
+// goroutine that reads its socket (and, for a listening port, accepts
+// binders), stopped by Close.
 //
 // dir/dom/<domain>.lock is held (flock) by the Backend of that domain, so a
 // host has at most one Backend per domain, and a domain's leftover files are
 // provably stale when its lock is free; Open removes them.
 //
-// The package is Linux-only (mmap with MAP_FIXED, Unix sockets); see
+// The package is Linux-only (mmap with MAP_FIXED, Unix sockets, eventfd); see
 // docs/vchan-shm.md for the layout, the event-socket protocol and the limits.
 package shm

@@ -40,7 +40,8 @@ var (
 	// another domain or already bound (Xen's EINVAL).
 	ErrRefused = errors.New("shm: bind refused by remote port")
 	// ErrProtocol is returned (wrapped) when the peer sent something on the
-	// event socket that the protocol does not allow. Wait returns it once
-	// the channel saw it; the connection is dropped.
+	// event socket that the protocol does not allow, or a handshake without
+	// exactly one eventfd. Wait returns it once the channel saw it; the
+	// connection is dropped. Bind returns it for a bad handshake reply.
 	ErrProtocol = errors.New("shm: peer broke the event-socket protocol")
 )

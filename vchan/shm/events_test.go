@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"idcfs/vchan"
 )
 
@@ -290,28 +292,51 @@ func TestSelfBind(t *testing.T) {
 	waitEvent(t, s, time.Second)
 }
 
-// rawBind connects to a port socket by hand, as a misbehaving peer would.
+// rawBind connects to a port socket by hand, as a misbehaving peer would,
+// with an eventfd of its own in the hello. It closes the listener's eventfd.
 func rawBind(t *testing.T, dir string, dom vchan.DomID, self uint16, port uint32) *net.UnixConn {
 	t.Helper()
-	path := filepath.Join(dir, "evtchn", fmt.Sprint(dom), fmt.Sprint(port))
-	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := hello{typ: msgHello, domain: self, port: 9, arg: port}
-	if _, err := conn.Write(h.append(nil)); err != nil {
+	defer unix.Close(efd)
+	conn, fds, err := rawHandshake(dir, dom, self, port, unix.UnixRights(efd))
+	if err != nil {
 		t.Fatal(err)
+	}
+	closeFds(fds)
+	return conn
+}
+
+// rawHandshake connects to a port socket, sends a hello with oob and reads
+// the reply, which must be an accept; it returns the descriptors the reply
+// carried.
+func rawHandshake(dir string, dom vchan.DomID, self uint16, port uint32, oob []byte) (*net.UnixConn, []int, error) {
+	path := filepath.Join(dir, "evtchn", fmt.Sprint(dom), fmt.Sprint(port))
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, nil, err
+	}
+	h := hello{typ: msgHello, domain: self, port: 9, arg: port}
+	if _, _, err := conn.WriteMsgUnix(h.append(nil), oob, nil); err != nil {
+		conn.Close()
+		return nil, nil, err
 	}
 	var buf [helloLen]byte
 	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if _, err := conn.Read(buf[:]); err != nil {
-		t.Fatal(err)
+	fds, err := readMsgFull(conn, buf[:])
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
 	}
 	if r, err := parseHello(buf[:]); err != nil || r.typ != msgAccept {
-		t.Fatalf("handshake reply %+v, %v", r, err)
+		closeFds(fds)
+		conn.Close()
+		return nil, nil, fmt.Errorf("handshake reply %+v, %v", r, err)
 	}
 	conn.SetReadDeadline(time.Time{})
-	return conn
+	return conn, fds, nil
 }
 
 func TestGarbageFromPeer(t *testing.T) {
@@ -319,9 +344,10 @@ func TestGarbageFromPeer(t *testing.T) {
 		name string
 		data []byte
 	}{
-		{"unknown token", []byte{tokEvent, 0x7f}},
+		{"unknown token", []byte{0x7f}},
+		{"event token", []byte{0x01}}, // events travel on the eventfds
 		{"bad notice", notice{granter: 1, offset: 5000, ref: 8}.append(nil, tokNotice)},
-		{"data after bye", []byte{tokBye, tokEvent}},
+		{"data after bye", []byte{tokBye, tokBye}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := hostDir(t)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -37,19 +36,21 @@ const (
 	maxSockPath = 107
 )
 
-var eventToken = [1]byte{tokEvent}
-
 // evtChan is one end of an event channel: a Unix stream connection to the
-// other end.
+// other end for the handshake, unmap notices and goodbye, and an eventfd in
+// each direction for the events.
 //
-// Wait reads the socket itself, on the runtime poller, so that an event
-// wakes the waiting goroutine directly: no goroutine stands between the
-// socket and the waiter. A channel made by AllocUnbound also owns one
-// goroutine that accepts binders: it listens on dir/evtchn/<self>/<port>
-// while the port is unbound and stops listening while it is bound (so a
-// second binder is refused, as Xen refuses to bind a port that is not
-// unbound). When the binder goes away the port becomes unbound for the same
-// peer again and listens anew, as on Xen.
+// Wait reads the channel's own eventfd on the runtime poller, so that an
+// event wakes the waiting goroutine directly: no goroutine stands between
+// the peer's Notify and the waiter. Notify adds 1 to the peer's eventfd,
+// received in the handshake. Each channel owns one goroutine that reads the
+// socket: it records the peer's unmap notices and, when the connection ends
+// without a goodbye, carries them out and wakes Wait. A channel made by
+// AllocUnbound also accepts binders in that goroutine: it listens on
+// dir/evtchn/<self>/<port> while the port is unbound and stops listening
+// while it is bound (so a second binder is refused, as Xen refuses to bind a
+// port that is not unbound). When the binder goes away the port becomes
+// unbound for the same peer again and listens anew, as on Xen.
 type evtChan struct {
 	b      *Backend
 	port   uint32
@@ -57,11 +58,14 @@ type evtChan struct {
 	listen bool   // made by AllocUnbound
 	path   string // socket path (listen only)
 
-	wake     chan struct{} // an event not read from the socket (bind, peer end); cap 1
-	bound    chan struct{} // a connection was installed; cap 1
-	relisten chan struct{} // listen only: the connection ended; cap 1
-	done     chan struct{} // closed by Close
-	rsem     chan struct{} // the reader role, held by one Wait at a time; cap 1
+	efd    *os.File        // our eventfd: events to us; each peer gets it
+	efdNum int             // its descriptor, for sending
+	erc    syscall.RawConn // efd's, for Wait's reads
+	nowait bool            // read efd with RWF_NOWAIT
+
+	wake chan struct{} // an event not counted in efd (bind, peer death, error); cap 1
+	done chan struct{} // closed by Close
+	rsem chan struct{} // the reader role, held by one Wait at a time; cap 1
 
 	closed atomic.Bool           // Close was called
 	broken atomic.Pointer[error] // the peer broke the protocol
@@ -71,28 +75,47 @@ type evtChan struct {
 	notices []notice          // our unmap notices naming this channel
 	refs    int               // 1 until Close, +1 per unmap notify naming it
 
-	sendMu  sync.Mutex    // serialises writes on conn, guards conn/fd/dropped
-	conn    *net.UnixConn // current connection, nil while unbound
-	fd      int           // conn's descriptor for Notify, -1 while unbound
-	dropped *net.UnixConn // the last connection we closed ourselves
+	sendMu sync.Mutex // serialises writes on the socket, guards cur
+	cur    *link      // current connection, nil while unbound
+
+	// Notify takes only fdMu, never waiting for a socket write. Lock
+	// order: sendMu, then fdMu.
+	fdMu   sync.Mutex
+	peerFd int // cur's eventfd of the peer, -1 while unbound
 
 	// Reader state, owned by the holder of rsem.
-	rconn     *net.UnixConn // the connection dec and sess belong to
-	dec       streamDecoder
-	sess      session
-	rbuf      [512]byte
-	watchDone <-chan struct{} // Done of the context watched for cancellation
+	rbuf      [8]byte
+	rerr      unix.Errno
+	readFn    func(fd uintptr) bool // c.readEvent, bound once
+	watchDone <-chan struct{}       // Done of the context watched for cancellation
 	watchStop func() bool
 
-	wg sync.WaitGroup // the accepting goroutine
+	wg sync.WaitGroup // the channel's goroutine (counted from newChan on)
+}
+
+// link is one connection of a channel.
+type link struct {
+	conn  *net.UnixConn
+	efd   int  // the peer's eventfd; closed with the link
+	local bool // we closed it ourselves (guarded by sendMu)
 }
 
 var _ vchan.EventChannel = (*evtChan)(nil)
 
 func (b *Backend) newChan(peer vchan.DomID, listen bool) (*evtChan, error) {
+	efd, efdNum, err := newEventfd()
+	if err != nil {
+		return nil, err
+	}
+	erc, err := efd.SyscallConn()
+	if err != nil {
+		efd.Close()
+		return nil, err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
+		efd.Close()
 		return nil, os.ErrClosed
 	}
 	var port uint32
@@ -103,26 +126,38 @@ func (b *Backend) newChan(peer vchan.DomID, listen bool) (*evtChan, error) {
 		}
 	}
 	if port == 0 {
+		efd.Close()
 		return nil, ErrNoSpace
 	}
 	c := &evtChan{
-		b:        b,
-		port:     port,
-		peer:     peer,
-		listen:   listen,
-		wake:     make(chan struct{}, 1),
-		bound:    make(chan struct{}, 1),
-		relisten: make(chan struct{}, 1),
-		done:     make(chan struct{}),
-		rsem:     make(chan struct{}, 1),
-		refs:     1,
-		fd:       -1,
+		b:      b,
+		port:   port,
+		peer:   peer,
+		listen: listen,
+		efd:    efd,
+		efdNum: efdNum,
+		erc:    erc,
+		nowait: nowaitReads(),
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		rsem:   make(chan struct{}, 1),
+		refs:   1,
+		peerFd: -1,
 	}
+	c.readFn = c.readEvent
+	c.wg.Add(1) // for the goroutine the caller starts, or discard
 	if listen {
 		c.path = b.portPath(b.self, port)
 	}
 	b.ports[port] = c
 	return c, nil
+}
+
+// discard undoes newChan for a channel that never got going.
+func (c *evtChan) discard() {
+	c.wg.Done()
+	c.b.freePort(c)
+	c.efd.Close()
 }
 
 func (b *Backend) freePort(c *evtChan) {
@@ -144,18 +179,17 @@ func (b *Backend) AllocUnbound(peer vchan.DomID) (vchan.EventChannel, error) {
 		return nil, fmt.Errorf("shm: alloc unbound port for %d: %w", peer, err)
 	}
 	if len(c.path) > maxSockPath {
-		b.freePort(c)
+		c.discard()
 		return nil, fmt.Errorf("shm: alloc unbound port: socket path %s longer than %d bytes", c.path, maxSockPath)
 	}
 	c.mu.Lock()
 	err = c.listenLocked()
 	c.mu.Unlock()
 	if err != nil {
-		b.freePort(c)
+		c.discard()
 		return nil, fmt.Errorf("shm: alloc unbound port for %d: %w", peer, err)
 	}
-	c.wg.Add(1)
-	go c.acceptLoop()
+	go c.serve()
 	return c, nil
 }
 
@@ -186,61 +220,82 @@ func (b *Backend) Bind(peer vchan.DomID, remotePort uint32) (vchan.EventChannel,
 	if err != nil {
 		return nil, fmt.Errorf("shm: bind to port %d of %d: %w", remotePort, peer, err)
 	}
-	conn, err := b.dialPort(peer, remotePort, c.port)
+	conn, peerFd, err := b.dialPort(peer, remotePort, c.port, c.efdNum)
 	if err != nil {
-		b.freePort(c)
+		c.discard()
 		return nil, fmt.Errorf("shm: bind to port %d of %d: %w", remotePort, peer, err)
 	}
-	c.install(conn, nil)
-	c.signal()
+	l := c.install(conn, peerFd, nil)
+	signal(c.wake)
+	go c.readBound(l)
 	return c, nil
 }
 
-// dialPort connects to a listening port and does the binder's handshake.
-func (b *Backend) dialPort(peer vchan.DomID, remotePort, localPort uint32) (*net.UnixConn, error) {
+// readBound is a Bind channel's goroutine: it reads the one connection the
+// channel will ever have.
+func (c *evtChan) readBound(l *link) {
+	defer c.wg.Done()
+	c.readLink(l)
+}
+
+// dialPort connects to a listening port and does the binder's handshake,
+// sending our eventfd efd with the hello. It returns the connection and the
+// listener's eventfd.
+func (b *Backend) dialPort(peer vchan.DomID, remotePort, localPort uint32, efd int) (*net.UnixConn, int, error) {
 	path := b.portPath(peer, remotePort)
 	if len(path) > maxSockPath {
-		return nil, fmt.Errorf("socket path %s longer than %d bytes", path, maxSockPath)
+		return nil, -1, fmt.Errorf("socket path %s longer than %d bytes", path, maxSockPath)
 	}
 	d := net.Dialer{Timeout: handshakeTimeout}
 	nc, err := d.Dial("unix", path)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) ||
 			errors.Is(err, syscall.ENOTSOCK) || errors.Is(err, syscall.EPROTOTYPE) {
-			return nil, fmt.Errorf("%w: %v", ErrNoPort, err)
+			return nil, -1, fmt.Errorf("%w: %v", ErrNoPort, err)
 		}
-		return nil, err
+		return nil, -1, err
 	}
 	conn := nc.(*net.UnixConn)
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	msg := hello{typ: msgHello, domain: uint16(b.self), port: localPort, arg: remotePort}
 	var buf [helloLen]byte
-	if _, err := conn.Write(msg.append(buf[:0])); err != nil {
+	if _, _, err := conn.WriteMsgUnix(msg.append(buf[:0]), unix.UnixRights(efd), nil); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("%w: handshake: %v", ErrNoPort, err)
+		return nil, -1, fmt.Errorf("%w: handshake: %v", ErrNoPort, err)
 	}
-	if _, err := io.ReadFull(conn, buf[:]); err != nil {
-		conn.Close()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil, fmt.Errorf("%w: no handshake reply within %v", ErrNoPort, handshakeTimeout)
-		}
-		return nil, fmt.Errorf("%w: handshake: %v", ErrNoPort, err)
-	}
-	reply, err := parseHello(buf[:])
+	fds, err := readMsgFull(conn, buf[:])
 	if err != nil {
 		conn.Close()
-		return nil, err
+		switch {
+		case errors.Is(err, ErrProtocol):
+			return nil, -1, err
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil, -1, fmt.Errorf("%w: no handshake reply within %v", ErrNoPort, handshakeTimeout)
+		}
+		return nil, -1, fmt.Errorf("%w: handshake: %v", ErrNoPort, err)
 	}
+	reply, err := parseHello(buf[:])
 	switch {
+	case err != nil:
+	case reply.typ == msgRefuse && reply.arg == refuseBadEventfd:
+		err = fmt.Errorf("%w: %s", ErrProtocol, refusalText(reply.arg))
 	case reply.typ == msgRefuse:
-		conn.Close()
-		return nil, fmt.Errorf("%w: %s", ErrRefused, refusalText(reply.arg))
+		err = fmt.Errorf("%w: %s", ErrRefused, refusalText(reply.arg))
 	case reply.typ != msgAccept || reply.domain != uint16(peer) || reply.port != remotePort:
+		err = fmt.Errorf("%w: reply type %d from domain %d port %d", ErrProtocol, reply.typ, reply.domain, reply.port)
+	}
+	if err != nil {
+		closeFds(fds)
 		conn.Close()
-		return nil, fmt.Errorf("%w: reply type %d from domain %d port %d", ErrProtocol, reply.typ, reply.domain, reply.port)
+		return nil, -1, err
+	}
+	peerFd, err := takeEventfd(fds)
+	if err != nil {
+		conn.Close()
+		return nil, -1, err
 	}
 	conn.SetDeadline(time.Time{})
-	return conn, nil
+	return conn, peerFd, nil
 }
 
 func refusalText(code uint32) string {
@@ -251,108 +306,150 @@ func refusalText(code uint32) string {
 		return "port already bound"
 	case refuseWrongPort:
 		return "socket serves another port"
+	case refuseBadEventfd:
+		return "peer wants exactly one eventfd with the hello"
 	}
 	return fmt.Sprintf("code %d", code)
 }
 
-// install makes conn the channel's connection and sends it prefix (the
-// handshake reply, for a listening port) followed by our unmap notices, in
-// one write: a binder's Bind returns only after reading the reply, so the
-// notices are on their way before the binder can do anything else.
-func (c *evtChan) install(conn *net.UnixConn, prefix []byte) {
-	fd := -1
-	if rc, err := conn.SyscallConn(); err == nil {
-		rc.Control(func(p uintptr) { fd = int(p) })
-	}
+// install makes conn (with the peer's eventfd peerFd) the channel's
+// connection and sends it reply (the handshake reply, for a listening port,
+// with our eventfd) followed by our unmap notices, in one write: a binder's
+// Bind returns only after reading the reply, so the notices are on their
+// way before the binder can do anything else. It returns nil, having closed
+// conn and peerFd, if the channel was closed in the meantime.
+func (c *evtChan) install(conn *net.UnixConn, peerFd int, reply []byte) *link {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed.Load() {
 		// Close ran between accept and here: it found no connection
 		// to close, so this one must not be kept.
 		conn.Close()
-		return
+		unix.Close(peerFd)
+		return nil
 	}
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
-	c.conn, c.fd = conn, fd
-	signal(c.bound)
-	buf := prefix
+	l := &link{conn: conn, efd: peerFd}
+	c.cur = l
+	c.fdMu.Lock()
+	c.peerFd = peerFd
+	c.fdMu.Unlock()
+	buf := reply
 	for _, n := range c.notices {
 		buf = n.append(buf, tokNotice)
 	}
-	if len(buf) > 0 {
-		c.writeFrameLocked(buf)
+	if reply == nil {
+		if len(buf) > 0 {
+			c.writeFrameLocked(buf)
+		}
+		return l
 	}
+	// The reply carries our eventfd; a stream socket may take only part
+	// of a long message, the rest follows as a frame.
+	conn.SetWriteDeadline(time.Now().Add(frameTimeout))
+	n, _, err := conn.WriteMsgUnix(buf, unix.UnixRights(c.efdNum), nil)
+	conn.SetWriteDeadline(time.Time{})
+	if err != nil || n == 0 {
+		c.dropLocked()
+		return l
+	}
+	if n < len(buf) {
+		c.writeFrameLocked(buf[n:])
+	}
+	return l
 }
 
 // writeFrameLocked writes a control frame; c.sendMu is held. A peer that
 // does not take it within frameTimeout loses the connection.
 func (c *evtChan) writeFrameLocked(frame []byte) {
-	if c.conn == nil {
+	if c.cur == nil {
 		return
 	}
-	c.conn.SetWriteDeadline(time.Now().Add(frameTimeout))
-	_, err := c.conn.Write(frame)
-	c.conn.SetWriteDeadline(time.Time{})
+	conn := c.cur.conn
+	conn.SetWriteDeadline(time.Now().Add(frameTimeout))
+	_, err := conn.Write(frame)
+	conn.SetWriteDeadline(time.Time{})
 	if err != nil {
 		c.dropLocked()
 	}
 }
 
-// dropLocked closes the connection from our side; c.sendMu is held.
+// dropLocked closes the connection and the peer's eventfd from our side;
+// c.sendMu is held. The eventfd is closed under fdMu, which Notify holds
+// while it uses the descriptor.
 func (c *evtChan) dropLocked() {
-	if c.conn == nil {
+	l := c.cur
+	if l == nil {
 		return
 	}
-	c.dropped = c.conn
-	c.conn.Close()
-	c.conn, c.fd = nil, -1
+	l.local = true
+	l.conn.Close()
+	c.fdMu.Lock()
+	unix.Close(l.efd)
+	c.peerFd = -1
+	c.fdMu.Unlock()
+	c.cur = nil
 }
 
-// acceptLoop is a listening channel's goroutine: it accepts a binder,
-// hands the connection over, and once Wait saw the connection end and
-// listened again (see ended), accepts the next. It exits on Close.
-func (c *evtChan) acceptLoop() {
+// serve is a listening channel's goroutine: it accepts a binder, reads the
+// connection until it ends, listens again and accepts the next. It exits on
+// Close, or when the peer broke the protocol (the channel stays broken).
+func (c *evtChan) serve() {
 	defer c.wg.Done()
 	for {
-		conn, reply := c.accept()
-		if conn == nil {
+		l := c.accept()
+		if l == nil {
 			return
 		}
-		c.install(conn, reply)
-		select {
-		case <-c.relisten:
-		case <-c.done:
+		if !c.readLink(l) {
 			return
 		}
 	}
 }
 
-// accept waits for a binder from c.peer, answers its hello and closes the
-// listener: a bound port takes no more binders. It returns nil when the
-// listener was closed by Close.
-func (c *evtChan) accept() (*net.UnixConn, []byte) {
+// relisten makes a listening port unbound again, for the same peer, after
+// its connection ended. It reports whether the port listens.
+func (c *evtChan) relisten() bool {
+	c.mu.Lock()
+	if c.closed.Load() {
+		c.mu.Unlock()
+		return false
+	}
+	err := c.listenLocked()
+	c.mu.Unlock()
+	if err != nil {
+		c.fail(fmt.Errorf("shm: port %d: listen again: %w", c.port, err))
+		return false
+	}
+	return true
+}
+
+// accept waits for a binder from c.peer, does the handshake, closes the
+// listener (a bound port takes no more binders) and installs the
+// connection. It returns nil when the listener was closed by Close.
+func (c *evtChan) accept() *link {
 	c.mu.Lock()
 	ln := c.ln
 	c.mu.Unlock()
 	if ln == nil {
-		return nil, nil
+		return nil
 	}
 	for {
 		conn, err := ln.AcceptUnix()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				return nil, nil
+				return nil
 			}
 			// Out of descriptors and the like: back off a little.
 			select {
 			case <-c.done:
-				return nil, nil
+				return nil
 			case <-time.After(10 * time.Millisecond):
 			}
 			continue
 		}
-		reply, ok := c.handshake(conn)
+		peerFd, reply, ok := c.handshake(conn)
 		if !ok {
 			conn.Close()
 			continue
@@ -361,27 +458,31 @@ func (c *evtChan) accept() (*net.UnixConn, []byte) {
 		if c.closed.Load() {
 			c.mu.Unlock()
 			conn.Close()
-			return nil, nil
+			unix.Close(peerFd)
+			return nil
 		}
 		c.ln = nil
 		c.mu.Unlock()
 		ln.Close()
-		return conn, reply
+		return c.install(conn, peerFd, reply)
 	}
 }
 
-// handshake reads a binder's hello. It answers a refusal itself; for an
-// accepted binder it returns the reply for install to send.
-func (c *evtChan) handshake(conn *net.UnixConn) (reply []byte, ok bool) {
+// handshake reads a binder's hello and the eventfd that comes with it. It
+// answers a refusal itself; for an accepted binder it returns the binder's
+// eventfd and the reply for install to send.
+func (c *evtChan) handshake(conn *net.UnixConn) (peerFd int, reply []byte, ok bool) {
 	conn.SetDeadline(time.Now().Add(helloTimeout))
 	defer conn.SetDeadline(time.Time{})
 	var buf [helloLen]byte
-	if _, err := io.ReadFull(conn, buf[:]); err != nil {
-		return nil, false
+	fds, err := readMsgFull(conn, buf[:])
+	if err != nil {
+		return -1, nil, false
 	}
 	h, err := parseHello(buf[:])
 	if err != nil || h.typ != msgHello {
-		return nil, false
+		closeFds(fds)
+		return -1, nil, false
 	}
 	code := uint32(refuseNone)
 	switch {
@@ -390,23 +491,28 @@ func (c *evtChan) handshake(conn *net.UnixConn) (reply []byte, ok bool) {
 	case h.arg != c.port:
 		code = refuseWrongPort
 	}
+	if code == refuseNone {
+		peerFd, err = takeEventfd(fds)
+		if err != nil {
+			code = refuseBadEventfd
+		}
+	} else {
+		closeFds(fds)
+	}
 	r := hello{typ: msgAccept, domain: uint16(c.b.self), port: c.port, arg: code}
 	if code == refuseNone {
-		return r.append(nil), true
+		return peerFd, r.append(nil), true
 	}
 	r.typ = msgRefuse
 	conn.Write(r.append(buf[:0]))
-	return nil, false
+	return -1, nil, false
 }
 
 // session is what the reader learned on one connection.
 type session struct {
 	notices map[notice]bool // the peer's unmap notices
-	events  bool            // an event token in the current batch
 	err     error
 }
-
-func (s *session) event() { s.events = true }
 
 func (s *session) notice(n notice, cancel bool) {
 	if cancel {
@@ -422,10 +528,70 @@ func (s *session) notice(n notice, cancel bool) {
 
 func (s *session) bye() {}
 
+// readLink reads the socket of l until the connection ends. Unless the peer
+// said goodbye or we closed it ourselves, the peer died: its unmap notices
+// are carried out here, as Xen's kernel would have done in the dead domain,
+// and then Wait is woken (the death, like the kernel's unmap notify, is an
+// event; an orderly close is not). A listening port listens again before
+// that. A peer that breaks the protocol loses the connection and the
+// channel is broken. readLink reports whether a listening port listens
+// again.
+func (c *evtChan) readLink(l *link) bool {
+	if l == nil {
+		return false
+	}
+	var dec streamDecoder
+	sess := session{notices: make(map[notice]bool)}
+	buf := make([]byte, 512)
+	var perr error
+	for perr == nil {
+		n, err := l.conn.Read(buf)
+		if n > 0 {
+			perr = dec.feed(buf[:n], &sess)
+			if perr == nil {
+				perr = sess.err
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	c.sendMu.Lock()
+	local := l.local
+	if c.cur == l {
+		c.dropLocked()
+	}
+	c.sendMu.Unlock()
+	if perr != nil && !local {
+		c.fail(fmt.Errorf("shm: port %d, peer %d: %w", c.port, c.peer, perr))
+		return false
+	}
+	died := !dec.bye && !local
+	if died {
+		for n := range sess.notices {
+			c.b.clearByte(n)
+		}
+	}
+	again := c.listen && c.relisten()
+	if died {
+		c.wakeWait()
+	}
+	return again
+}
+
 // fail marks the channel broken and wakes Wait, which reports err.
 func (c *evtChan) fail(err error) {
 	c.broken.CompareAndSwap(nil, &err)
+	c.wakeWait()
+}
+
+// wakeWait makes an event pending that the eventfd does not count: a
+// waiting Wait takes it from c.wake, the reader role's holder is
+// interrupted to look. (Never by writing our eventfd: the peer shares that
+// file and could make such a write block.)
+func (c *evtChan) wakeWait() {
 	signal(c.wake)
+	c.interrupt()
 }
 
 // signal makes one token pending on a 1-buffered channel (tokens coalesce).
@@ -436,14 +602,13 @@ func signal(ch chan struct{}) {
 	}
 }
 
-func (c *evtChan) signal() { signal(c.wake) }
-
 // Port is the local port number.
 func (c *evtChan) Port() uint32 { return c.port }
 
 // Notify sends an event to the other end. On a port that is not bound (yet,
-// or any more) it does nothing, as on Xen. It never blocks: when the peer has
-// a socket full of unread events, one more would coalesce with them anyway.
+// or any more) it does nothing, as on Xen. It never blocks: when the
+// peer's eventfd counter cannot take more, the event coalesces with those
+// it holds.
 func (c *evtChan) Notify() error {
 	if c.closed.Load() {
 		return net.ErrClosed
@@ -451,24 +616,21 @@ func (c *evtChan) Notify() error {
 	return c.kick()
 }
 
-// kick sends one event token; used by Notify and by unmap notifies (which
-// may fire after Close, as the kernel keeps the port for them).
+// kick adds 1 to the peer's eventfd; used by Notify and by unmap notifies
+// (which may fire after Close, as the kernel keeps the port for them).
 func (c *evtChan) kick() error {
-	c.sendMu.Lock()
-	defer c.sendMu.Unlock()
-	if c.fd < 0 {
+	c.fdMu.Lock()
+	defer c.fdMu.Unlock()
+	if c.peerFd < 0 {
 		return nil
 	}
 	for {
-		_, err := unix.Write(c.fd, eventToken[:])
+		_, err := unix.Write(c.peerFd, eventOne[:])
 		switch err {
 		case nil, unix.EAGAIN:
 			return nil
 		case unix.EINTR:
 			continue
-		case unix.EPIPE, unix.ECONNRESET:
-			// The peer is gone; the reader sees the end of the stream.
-			return nil
 		}
 		return fmt.Errorf("shm: notify port %d: %w", c.port, err)
 	}
@@ -480,7 +642,7 @@ func (c *evtChan) kick() error {
 // connection counts as an event: if the peer died, its unmap notices have
 // been carried out by then.
 //
-// Wait reads the event socket itself; concurrent Waits take turns at
+// Wait reads the channel's eventfd itself; concurrent Waits take turns at
 // reading and each event wakes one of them, as a read of a Xen event
 // channel device does.
 func (c *evtChan) Wait(ctx context.Context) error {
@@ -516,8 +678,14 @@ func (c *evtChan) waitErr() error {
 	return nil
 }
 
-// read is Wait's reader role: read the socket until an event token, the
-// end of the connection, ctx or Close. The caller holds rsem.
+// read is Wait's reader role: read the eventfd until it counts an event, or
+// an event comes through c.wake, or ctx or Close. The caller holds rsem.
+//
+// Whoever wants the reader to look (ctx, Close, wakeWait) first makes that
+// visible (ctx done, c.closed, c.wake) and then sets a past read deadline
+// on the eventfd. The loop clears an expired deadline before it looks, so
+// either it sees the cause or the deadline was set after the clear and the
+// next read returns at once.
 func (c *evtChan) read(ctx context.Context) error {
 	c.watch(ctx)
 	for {
@@ -529,107 +697,41 @@ func (c *evtChan) read(ctx context.Context) error {
 			return c.waitErr()
 		default:
 		}
-		c.sendMu.Lock()
-		conn := c.conn
-		c.sendMu.Unlock()
-		if conn == nil {
-			select {
-			case <-c.bound:
-				continue
-			case <-c.wake:
-				return c.waitErr()
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-c.done:
-				return net.ErrClosed
-			}
-		}
-		if conn != c.rconn {
-			c.rconn = conn
-			c.dec = streamDecoder{}
-			if c.sess.notices == nil {
-				c.sess.notices = make(map[notice]bool)
-			}
-			clear(c.sess.notices)
-			c.sess.err = nil
-		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, err := conn.Read(c.rbuf[:])
-		c.sess.events = false
-		if n > 0 {
-			perr := c.dec.feed(c.rbuf[:n], &c.sess)
-			if perr == nil {
-				perr = c.sess.err
-			}
-			if perr != nil {
-				c.sendMu.Lock()
-				if c.conn == conn {
-					c.dropLocked()
-				}
-				c.sendMu.Unlock()
-				c.rconn = nil
-				c.fail(fmt.Errorf("shm: port %d, peer %d: %w", c.port, c.peer, perr))
-				return c.waitErr()
-			}
+		err := c.erc.Read(c.readFn)
+		if err == nil && c.rerr != 0 {
+			err = c.rerr
 		}
 		switch {
 		case err == nil:
+			return c.waitErr()
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			// Set by watch's interrupt (this or an earlier context) or by
-			// Close; clear it and look again.
-			conn.SetReadDeadline(time.Time{})
+			c.efd.SetReadDeadline(time.Time{})
 		default:
-			if c.ended(conn) {
-				return c.waitErr()
-			}
+			return fmt.Errorf("shm: port %d: read eventfd: %w", c.port, err)
+		}
+	}
+}
+
+// readEvent is the read callback of the eventfd's RawConn: false asks the
+// runtime poller to wait for the descriptor. Any count read is one event.
+func (c *evtChan) readEvent(fd uintptr) bool {
+	for {
+		switch e := readEventfd(fd, &c.rbuf, c.nowait); e {
+		case unix.EINTR:
 			continue
-		}
-		if c.sess.events {
-			return nil
+		case unix.EAGAIN:
+			return false
+		default:
+			c.rerr = e
+			return true
 		}
 	}
 }
 
-// ended handles the end of conn, seen by the reader: unless the peer said
-// goodbye or we closed it ourselves, the peer died, and its unmap notices
-// are carried out here, as Xen's kernel would have done in the dead
-// domain. It reports whether the peer died: that, like the kernel's unmap
-// notify, is an event; an orderly close is not.
-func (c *evtChan) ended(conn *net.UnixConn) bool {
-	c.sendMu.Lock()
-	local := c.dropped == conn
-	if c.conn == conn {
-		c.dropLocked()
-	}
-	c.sendMu.Unlock()
-	conn.Close()
-	died := !c.dec.bye && !local
-	if died {
-		for n := range c.sess.notices {
-			c.b.clearByte(n)
-		}
-	}
-	clear(c.sess.notices)
-	c.rconn = nil
-	if c.listen {
-		// The port is unbound again, for the same peer, from now on.
-		c.mu.Lock()
-		var err error
-		if !c.closed.Load() {
-			err = c.listenLocked()
-		}
-		c.mu.Unlock()
-		if err != nil {
-			c.fail(fmt.Errorf("shm: port %d: listen again: %w", c.port, err))
-		}
-		signal(c.relisten)
-	}
-	return died
-}
-
-// watch arranges for a Read blocked in Wait to be interrupted when ctx is
+// watch arranges for a read blocked in Wait to be interrupted when ctx is
 // done. The registration is kept from one Wait to the next while the
 // context stays the same (the usual case: one long-lived waiter), so the
 // hot path allocates nothing. The caller holds rsem.
@@ -650,19 +752,16 @@ func (c *evtChan) unwatch() {
 	c.watchDone, c.watchStop = nil, nil
 }
 
-// interrupt makes a pending Read of the connection return at once.
+// interrupt makes a pending read of the eventfd return at once.
 func (c *evtChan) interrupt() {
-	c.sendMu.Lock()
-	if c.conn != nil {
-		c.conn.SetReadDeadline(time.Unix(1, 0))
-	}
-	c.sendMu.Unlock()
+	c.efd.SetReadDeadline(time.Unix(1, 0))
 }
 
 // Close unbinds the port and wakes a pending Wait. If an unmap notify of a
 // mapping that is still open names the channel, the connection stays up
-// (events are still delivered to the peer) until that mapping is closed,
-// as the kernel keeps a reference to the port; Close then returns at once.
+// (events are still delivered to the peer, and its death is still acted
+// upon) until that mapping is closed, as the kernel keeps a reference to
+// the port; Close then returns at once.
 func (c *evtChan) Close() error {
 	c.mu.Lock()
 	if c.closed.Load() {
@@ -677,7 +776,7 @@ func (c *evtChan) Close() error {
 	if ln != nil {
 		ln.Close()
 	}
-	// Wake a Wait blocked in Read, wait for it to leave and keep the
+	// Wake a Wait blocked in read, wait for it to leave and keep the
 	// reader role for good.
 	c.interrupt()
 	c.rsem <- struct{}{}
@@ -687,7 +786,8 @@ func (c *evtChan) Close() error {
 }
 
 // release drops one reference; the last one says goodbye to the peer,
-// closes the connection and waits for the reader goroutine.
+// closes the connection, waits for the channel's goroutine and closes the
+// eventfd.
 func (c *evtChan) release() {
 	c.mu.Lock()
 	c.refs--
@@ -697,14 +797,16 @@ func (c *evtChan) release() {
 		return
 	}
 	c.sendMu.Lock()
-	if c.conn != nil {
-		c.conn.SetWriteDeadline(time.Now().Add(frameTimeout))
-		c.conn.Write([]byte{tokBye})
+	if c.cur != nil {
+		conn := c.cur.conn
+		conn.SetWriteDeadline(time.Now().Add(frameTimeout))
+		conn.Write([]byte{tokBye})
 		c.dropLocked()
 	}
 	c.sendMu.Unlock()
 	c.wg.Wait()
 	c.b.freePort(c)
+	c.efd.Close()
 }
 
 // addNotice registers one of our unmap notices: sent now if bound, and to

@@ -485,3 +485,37 @@ func TestStaleFilesOfKilledDomain(t *testing.T) {
 	}
 	c.Close()
 }
+
+func TestDeathWhileClosedChannelKeptByNotify(t *testing.T) {
+	// libxenvchan may close the event channel before the mapping; the
+	// notify keeps the connection up, and a peer that dies in that window
+	// still has its notices carried out, though nobody waits any more.
+	dir := hostDir(t)
+	srv := openDom(t, dir, 1)
+	s, err := srv.AllocUnbound(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := srv.Share(2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	if err := sh.SetUnmapNotify(21, s); err != nil {
+		t.Fatal(err)
+	}
+	page := sh.Bytes()
+	page[20], page[21] = 2, 1
+	ch, _ := startChild(t, "client-map", dir, fmt.Sprint(s.Port()), fmt.Sprint(sh.Refs()[0]))
+	if page[20] != 1 {
+		t.Fatalf("child's write not seen: cli_live %d", page[20])
+	}
+	drain(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ch.kill(t)
+	if !waitByte(page, 20, 0, 2*time.Second) {
+		t.Fatalf("cli_live %d after the client died, want 0", page[20])
+	}
+}

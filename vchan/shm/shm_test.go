@@ -284,8 +284,8 @@ func TestBackendCloseUnmapsAndUnbinds(t *testing.T) {
 	defer mp.Close()
 	drain(t, cch)
 
-	if n := chanGoroutines(); n != 1 {
-		t.Errorf("%d channel goroutines before close, want 1 (the acceptor)", n)
+	if n := chanGoroutines(); n != 2 {
+		t.Errorf("%d channel goroutines before close, want 2 (one per channel)", n)
 	}
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)
@@ -300,14 +300,21 @@ func TestBackendCloseUnmapsAndUnbinds(t *testing.T) {
 	if _, err := srv.Share(2, 1); err == nil {
 		t.Error("Share after Close succeeded")
 	}
+	// The client's channel saw the goodbye: its goroutine ends too.
+	deadline := time.Now().Add(2 * time.Second)
+	for chanGoroutines() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if n := chanGoroutines(); n != 0 {
 		t.Errorf("%d channel goroutines left after close", n)
 	}
 }
 
-// chanGoroutines counts the goroutines the channels own (acceptors).
+// chanGoroutines counts the goroutines the channels own (by their creator,
+// which a goroutine that has not run yet shows too).
 func chanGoroutines() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
-	return strings.Count(string(buf), "shm.(*evtChan).acceptLoop(")
+	return strings.Count(string(buf), "created by idcfs/vchan/shm.(*Backend).AllocUnbound ") +
+		strings.Count(string(buf), "created by idcfs/vchan/shm.(*Backend).Bind ")
 }

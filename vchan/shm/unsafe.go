@@ -37,3 +37,21 @@ func mapFixed(addr unsafe.Pointer, fd int, prot int) error {
 	}
 	return nil
 }
+
+// readEventfd reads the counter of an eventfd into buf. With nowait it uses
+// preadv2 with RWF_NOWAIT, so that a zero counter gives EAGAIN whatever the
+// O_NONBLOCK flag of the open file description says: the peer shares that
+// description and may clear the flag. The offset -1 means the current
+// position, as for read(2).
+func readEventfd(fd uintptr, buf *[8]byte, nowait bool) unix.Errno {
+	if !nowait {
+		_, _, e := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(buf)), uintptr(len(buf)))
+		return e
+	}
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	lo := ^uintptr(0)
+	hi := uintptr(^uint64(0) >> (unix.SizeofLong*8 - 1) >> 1) // as x/sys/unix splits -1
+	_, _, e := unix.Syscall6(unix.SYS_PREADV2, fd, uintptr(unsafe.Pointer(&iov)), 1, lo, hi, unix.RWF_NOWAIT)
+	return e
+}

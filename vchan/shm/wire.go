@@ -9,25 +9,27 @@ import (
 //
 // Handshake, one message each way right after connect:
 //
-//	hello (binder -> listener), 16 bytes
+//	hello (binder -> listener), 16 bytes, with one descriptor (SCM_RIGHTS)
 //	   0  [4]  magic "XEVT"
-//	   4  u8   version (1)
+//	   4  u8   version (2)
 //	   5  u8   type: msgHello
 //	   6  u16  binder's domain
 //	   8  u32  binder's local port
 //	  12  u32  listener port the binder means to bind
 //
-//	reply (listener -> binder), 16 bytes
+//	reply (listener -> binder), 16 bytes; an accept carries one descriptor
 //	   0  [4]  magic "XEVT"
-//	   4  u8   version (1)
+//	   4  u8   version (2)
 //	   5  u8   type: msgAccept or msgRefuse
 //	   6  u16  listener's domain
 //	   8  u32  listener's port
 //	  12  u32  refusal code (0 on accept)
 //
+// The descriptor is the sender's eventfd: the receiver notifies the sender
+// by adding 1 to it. Events never travel on the socket.
+//
 // Then a stream of tokens in both directions:
 //
-//	tokEvent   1 byte           one event (events coalesce)
 //	tokNotice  1 + 16 bytes     "if I vanish, clear byte off of grant granter/ref"
 //	tokCancel  1 + 16 bytes     withdraw that notice
 //	tokBye     1 byte           orderly close; EOF after it is not a death
@@ -36,14 +38,13 @@ import (
 // ref, u64 inode number of the grant file. The inode tells the page apart
 // from an earlier grant with the same ref that someone may still map.
 const (
-	wireVersion = 1
+	wireVersion = 2
 	helloLen    = 16
 
 	msgHello  = 1
 	msgAccept = 2
 	msgRefuse = 3
 
-	tokEvent  = 0x01
 	tokNotice = 0x02
 	tokCancel = 0x03
 	tokBye    = 0x04
@@ -59,7 +60,8 @@ const (
 	refuseWrongPeer  = 1 // the port is reserved for another domain
 	refuseBound      = 2 // the port is already bound
 	refuseWrongPort  = 3 // the socket is not the port the binder asked for
-	refuseMaxDefined = refuseWrongPort
+	refuseBadEventfd = 4 // the hello did not carry exactly one eventfd
+	refuseMaxDefined = refuseBadEventfd
 )
 
 // hello is the handshake message: msgHello from the binder, msgAccept or
@@ -149,7 +151,6 @@ func parseNotice(b []byte) (notice, error) {
 
 // streamHandler receives what a streamDecoder decodes.
 type streamHandler interface {
-	event()
 	notice(n notice, cancel bool)
 	bye()
 }
@@ -165,12 +166,6 @@ type streamDecoder struct {
 // feed decodes p. The first error is final: the stream is garbage from there
 // on and the caller drops the connection. Anything after tokBye is an error.
 func (d *streamDecoder) feed(p []byte, h streamHandler) error {
-	events := false
-	defer func() {
-		if events {
-			h.event()
-		}
-	}()
 	for len(p) > 0 {
 		if d.npart > 0 {
 			k := copy(d.part[d.npart:], p)
@@ -189,9 +184,6 @@ func (d *streamDecoder) feed(p []byte, h streamHandler) error {
 			return fmt.Errorf("%w: data after bye", ErrProtocol)
 		}
 		switch p[0] {
-		case tokEvent:
-			events = true
-			p = p[1:]
 		case tokBye:
 			d.bye = true
 			p = p[1:]
