@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"idcfs/linkmgr"
 	"idcfs/linkmgr/xenstore"
@@ -192,7 +195,7 @@ func (h *simHost) prepare() error {
 	}
 	h.exe = exe
 	h.xsDir = filepath.Join(dir, "xs")
-	h.shmDir = filepath.Join(dir, "shm")
+	h.shmDir = simShmDir(dir)
 	// We hold the lock, so whatever is here is stale. Unix sockets and
 	// shared pages of a dead simulation would only confuse the new one.
 	for _, p := range []string{h.xsDir, h.shmDir} {
@@ -209,6 +212,24 @@ func (h *simHost) prepare() error {
 	}
 	h.dead = make(chan *simDomain, len(h.cfg.doms))
 	return nil
+}
+
+// simShmDir is where the simulated host keeps its grant pages and event
+// channel sockets: DIR/shm when DIR is on tmpfs, else a directory on
+// /dev/shm named after DIR (so a later run in DIR finds and clears what a
+// killed one left), else DIR/shm. Grant pages are files: on a disk file
+// system the kernel would write every dirty ring page back to the disk.
+func simShmDir(dir string) string {
+	if onTmpfs(dir) || !onTmpfs("/dev/shm") {
+		return filepath.Join(dir, "shm")
+	}
+	sum := sha256.Sum256([]byte(dir))
+	return filepath.Join("/dev/shm", "idcfs-sim-"+hex.EncodeToString(sum[:6]))
+}
+
+func onTmpfs(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.TMPFS_MAGIC
 }
 
 // startStore runs the embedded Xenstore: a privileged socket for dom0 (this
