@@ -49,7 +49,7 @@ type simConfig struct {
 func parseSimFlags(args []string, stderr io.Writer) (*simConfig, error) {
 	c := &simConfig{}
 	fs := newFlagSet("sim", "sim --dir DIR [flags] DOMID...", stderr)
-	fs.StringVar(&c.dir, "dir", "", "directory of the simulated host (required): sockets, shared memory, mounts dom<N>, logs")
+	fs.StringVar(&c.dir, "dir", "", "directory of the simulated host (required): Xenstore sockets, mounts dom<N>, logs; its shared memory too if DIR is on tmpfs, else under /dev/shm")
 	fs.BoolVar(&c.debugFuse, "debug-fuse", false, "domains log every FUSE request")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 0, "passed to each domain's 'idcfs mount'")
 	fs.IntVar(&c.ringSize, "ring-size", 0, "passed to each domain's 'idcfs mount'")
