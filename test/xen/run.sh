@@ -10,12 +10,15 @@
 # Settings (environment):
 #   SCENARIOS=abcde  scenarios to run, by letter: a devices + idcfs<->idcfs,
 #                    b C libxenvchan interop, c Xenstore client suite,
-#                    d the daemon, e peer death
+#                    d the daemon, e peer death; diagnostics: p raw vchan
+#                    between the two domUs, m memory check of every domain
 #   XT_MB=16         MiB moved by each bulk transfer
 #   DOMUS=2          domUs to start (1: the scenarios that need domu2 skip)
 #   TIMEOUT=900      wall-clock limit in seconds; QEMU is killed after it
 #   OUT=test/xen/out binaries, images and logs (git-ignored)
 #   SMP=2 QEMU_MEM=2048 DOM0_MEM=768M QEMU_CPU=max,-smap,-smep,-fsgsbase
+#   DOMU_MEM=256     MiB of each domU
+#   QEMU_ACCEL=tcg,thread=multi   (tcg,thread=single: one host thread)
 #   REBUILD=0        1: rebuild the images even if the inputs did not change
 #   IDCFS_BIN=       a static idcfs to use instead of building ./cmd/idcfs
 #   INTERACTIVE=1    serial console on this terminal and a dom0 shell after
@@ -35,6 +38,8 @@ TIMEOUT=${TIMEOUT:-900}
 SMP=${SMP:-2}
 QEMU_MEM=${QEMU_MEM:-2048}
 DOM0_MEM=${DOM0_MEM:-768M}
+DOMU_MEM=${DOMU_MEM:-256}
+QEMU_ACCEL=${QEMU_ACCEL:-tcg,thread=multi}
 INTERACTIVE=${INTERACTIVE:-0}
 # -cpu max without SMAP and SMEP: with SMAP, the PV dom0 dies on its first
 # page fault under TCG. Without FSGSBASE: with it, processes in the PV
@@ -109,7 +114,7 @@ put_base() {
     done
     mkdir -p "$root"/{proc,sys,dev,run,tmp,etc,root,var/log,xt/bin,lib/modules}
     ln -sfn /run "$root/var/run"
-    gcc_s=$(ldconfig -p | awk '/libgcc_s\.so\.1 .*x86-64/ {print $NF; exit}')
+    gcc_s=$(ldconfig -p | awk '!f && /libgcc_s\.so\.1 .*x86-64/ {print $NF; f = 1}') # reads to the end: no SIGPIPE under pipefail
     [ -n "$gcc_s" ] && install -D -m 0644 "$(readlink -f "$gcc_s")" "$root$gcc_s"
 }
 
@@ -182,9 +187,9 @@ fi
 # guests under TCG saw pages in use turn to zeros (random crashes, corrupt
 # files).
 XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=$DOM0_MEM,max:$DOM0_MEM dom0_max_vcpus=1 bootscrub=0 loglvl=all guest_loglvl=all noreboot"
-DOM0_ARGS="console=hvc0 earlyprintk=xen xt_scen=$SCENARIOS xt_mb=$XT_MB xt_domus=$DOMUS xt_timeout=$((TIMEOUT - 30))"
+DOM0_ARGS="console=hvc0 earlyprintk=xen xt_scen=$SCENARIOS xt_mb=$XT_MB xt_domus=$DOMUS xt_domu_mem=$DOMU_MEM xt_timeout=$((TIMEOUT - 30))"
 case $SCENARIOS in *,*) fail_env "SCENARIOS is a string of letters, e.g. abc" ;; esac
-QEMU=(qemu-system-x86_64 -accel tcg,thread=multi -cpu "$QEMU_CPU" -smp "$SMP" -m "$QEMU_MEM" -no-reboot
+QEMU=(qemu-system-x86_64 -accel "$QEMU_ACCEL" -cpu "$QEMU_CPU" -smp "$SMP" -m "$QEMU_MEM" -no-reboot
     -kernel "$IMG/xen" -append "$XEN_ARGS")
 
 if [ "$INTERACTIVE" = 1 ]; then

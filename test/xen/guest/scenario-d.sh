@@ -82,6 +82,17 @@ d_since() { awk -v a="$1" -v b="$(xt_uptime)" 'BEGIN{printf "%.1f", b-a}'; }
 # d_show NAME WHAT: the last output of a command, prefixed, for a failure.
 d_show() { xt_show "$1 $2" /tmp/xt-du.out; }
 
+# d_daemon_log NAME DOM...: the daemon's last warnings and errors in each
+# domain, for a failure.
+d_daemon_log() {
+    _n=$1
+    shift
+    for _dom in "$@"; do
+        d_run "$_dom" 20 "grep -E 'level=(warning|error|fatal|panic)|panic:|fatal error' /tmp/idcfs-mount.log | tail -n 8"
+        xt_show "$_n daemon-$(d_name "$_dom")" /tmp/xt-du.out
+    done
+}
+
 # --- set-up ---------------------------------------------------------------------
 
 # d_mount DOM: start idcfs mount in DOM (once) and wait until $IDC/self
@@ -144,6 +155,7 @@ d_echo() {
         xt_result "$_n" FAIL "client exit $_crc, server exit $_src, server got '$_got'"
         xt_show "$_n client" /tmp/d-client.out
         d_show "$_n" server
+        d_daemon_log "$_n" "$_a" "$_b"
     fi
 }
 
@@ -175,6 +187,7 @@ d_reqresp() {
         xt_result "$_n" FAIL "client exit $_crc got '$_got', server exit $_src"
         xt_show "$_n client" /tmp/d-client.out
         d_show "$_n" server
+        d_daemon_log "$_n" "$_a" "$_b"
     fi
 }
 
@@ -205,6 +218,7 @@ d_bulk() {
         xt_result "$_n" FAIL "client exit $_crc, server exit $_src, want ${_want:-?} got ${_got:-none} (${_secs}s)"
         xt_show "$_n client" /tmp/d-client.out
         d_show "$_n" server
+        d_daemon_log "$_n" "$_a" "$_b"
     fi
 }
 
@@ -257,6 +271,7 @@ d_conc() {
         xt_result "$_n" FAIL "client exit $_crc (open at once: ${_open:-?}, failed: ${_bad:-?}), server exit $_src, streams want ${_want:-?} got ${_got:-none}"
         xt_show "$_n client" /tmp/d-client.out
         d_show "$_n" server
+        d_daemon_log "$_n" "$_a" "$_b"
     fi
 }
 
@@ -460,6 +475,7 @@ scenario_e_run() {
             d_show e-other-link-conn-survives dom0
             d_wait "$h_secho" 5
             d_show e-other-link-conn-survives domu1
+            d_daemon_log e-other-link-conn-survives 0 "$S"
         fi
         d_echo e-other-link-echo-dom0-to-domu1 "$S" 0 8011
         d_echo e-other-link-echo-domu1-to-dom0 0 "$S" 8012
