@@ -247,13 +247,15 @@ scenario_p() {
         xt_result p-vchan-domu-domu SKIP "one domU only"
         return
     fi
+    # Paths of their own: the default one is also the ring path of the
+    # daemons' link between the two domUs (scenario d).
     ring="--read-min 65536 --write-min 65536"
     xt_transfer p-vchan-domu1-to-domu2 \
-        "$D2" "timeout -s QUIT 100 idcfs vchan connect --domid $D1 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
-        "$D1" "idcfs vchan listen --domid $D2 $ring --linger 0 --timeout 120s </tmp/xt-data >/dev/null"
+        "$D2" "timeout -s QUIT 100 idcfs vchan connect --domid $D1 --path /local/domain/$D1/data/xt-p --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
+        "$D1" "idcfs vchan listen --domid $D2 --path /local/domain/$D1/data/xt-p $ring --linger 0 --timeout 120s </tmp/xt-data >/dev/null"
     xt_transfer p-vchan-domu2-to-domu1 \
-        "$D1" "timeout -s QUIT 100 idcfs vchan connect --domid $D2 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
-        "$D2" "idcfs vchan listen --domid $D1 $ring --linger 0 --timeout 120s </tmp/xt-data >/dev/null"
+        "$D1" "timeout -s QUIT 100 idcfs vchan connect --domid $D2 --path /local/domain/$D2/data/xt-p --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
+        "$D2" "idcfs vchan listen --domid $D1 --path /local/domain/$D2/data/xt-p $ring --linger 0 --timeout 120s </tmp/xt-data >/dev/null"
 }
 
 # --- (m) memory check ------------------------------------------------------------
