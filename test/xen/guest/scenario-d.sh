@@ -88,7 +88,7 @@ d_daemon_log() {
     _n=$1
     shift
     for _dom in "$@"; do
-        d_run "$_dom" 20 "grep -E 'level=(warning|error|fatal|panic)|panic:|fatal error' /tmp/idcfs-mount.log | tail -n 8"
+        d_run "$_dom" 20 "grep -E 'level=(warning|error|fatal|panic)|panic:|fatal error|dial failed' /tmp/idcfs-mount.log | tail -n 8"
         xt_show "$_n daemon-$(d_name "$_dom")" /tmp/xt-du.out
     done
 }
@@ -357,6 +357,13 @@ scenario_d_run() {
         d_pair d "$D1" "$D2" 7200
         d_pair d "$D2" "$D1" 7300
     fi
+    # The daemons tear a link down after 30 s without connections; the
+    # next connection must set up a new one, from either side.
+    xt_mark "d: 35 s without connections"
+    sleep 35
+    d_echo d-relink-after-idle-dom0-to-domu1 "$D1" 0 7401
+    sleep 35
+    d_echo d-relink-after-idle-domu1-to-dom0 0 "$D1" 7402
     d_links d-links-dom0 0
 }
 
