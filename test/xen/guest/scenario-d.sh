@@ -443,6 +443,11 @@ scenario_e_run() {
             xt_result e-peer-death FAIL "the victim $V did not get its $want connections and the vchan"
             xt_show e-vchan /tmp/e.log
             d_show e-peer-death conns
+            for h in "$h_read" "$h_write" $h_sread $h_keep; do
+                d_wait "$h" 1
+                d_show e-peer-death "client $h"
+            done
+            d_daemon_log e-peer-death 0 "$V" $S
             return
         fi
         sleep 1
