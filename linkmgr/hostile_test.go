@@ -315,12 +315,22 @@ func TestPartialFrameReachesRead(t *testing.T) {
 		}
 		close(got)
 	}()
-	time.Sleep(20 * time.Millisecond) // let the Read block
-	// A whole frame, then the header and 300 of the 1000 bytes of the next.
-	send(t, ep, proto.Data{Payload: msg[:100]}.AppendFrame(nil, 2),
-		rawHeader(byte(proto.TypeData), 2, 1000), msg[100:400])
+	readWaits := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.waiter != nil
+	}
+	waitFor(t, "the Read to block", readWaits)
+	// A whole frame; then, once the Read waits again, the header and 300 of
+	// the 1000 bytes of the next.
+	send(t, ep, proto.Data{Payload: msg[:100]}.AppendFrame(nil, 2))
+	if b := <-got; !bytes.Equal(b, msg[:100]) {
+		t.Fatalf("first read %d bytes, want the 100 of the first frame", len(b))
+	}
+	waitFor(t, "the Read to block again", readWaits)
+	send(t, ep, rawHeader(byte(proto.TypeData), 2, 1000), msg[100:400])
 	timeout := time.After(5 * time.Second)
-	for have := 0; have < 400; {
+	for have := 100; have < 400; {
 		select {
 		case b := <-got:
 			if !bytes.Equal(b, msg[:len(b)]) {

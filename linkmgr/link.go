@@ -23,6 +23,11 @@ const (
 	roleLoopClient   = "loopback-client"
 	readBufSize      = 1 << 10 // link reader's buffer: headers and small frames; payload beyond it goes straight to its destination
 	disconnectBudget = 200 * time.Millisecond
+	// frameStall is how long the link reader waits for the rest of a frame
+	// in a blocked Read's buffer before it hands the Read the part it has.
+	// An honest peer writes a frame at once (or as fast as the ring drains),
+	// so only a stalled or hostile peer meets it.
+	frameStall = time.Millisecond
 )
 
 type linkState uint8
@@ -89,6 +94,9 @@ type link struct {
 	hmu     sync.Mutex // guards hctx/hcancel
 	hctx    context.Context
 	hcancel context.CancelFunc
+	// stallT interrupts a wait for the rest of a frame in a Read's buffer
+	// after frameStall (link reader only).
+	stallT *time.Timer
 
 	framesIn, framesOut, bytesIn, bytesOut atomic.Uint64
 }
@@ -898,10 +906,27 @@ func (l *link) onData(fr *frameReader, h proto.Header) error {
 				}
 				continue
 			}
-		} else {
-			if dest == toWaiter {
-				ctx = l.handoffCtx()
+		} else if dest == toWaiter {
+			ctx = l.handoffCtx()
+			m, err = l.ep.ReadContext(l.nbctx, dst)
+			if m == 0 && errors.Is(err, context.Canceled) {
+				// The ring holds none of the rest of the frame: wait for
+				// it in the Read's buffer, but if the Read holds bytes
+				// already, not longer than frameStall.
+				stall := c.holdsBytes()
+				if stall {
+					if l.stallT == nil {
+						l.stallT = time.AfterFunc(frameStall, l.interruptHandoff)
+					} else {
+						l.stallT.Reset(frameStall)
+					}
+				}
+				m, err = l.readRing(ctx, dst)
+				if stall {
+					l.stallT.Stop()
+				}
 			}
+		} else {
 			m, err = l.readRing(ctx, dst)
 		}
 		if m > n {
@@ -912,12 +937,27 @@ func (l *link) onData(fr *frameReader, h proto.Header) error {
 		l.commit(c, m, dest, n == 0 || err != nil)
 		if err != nil {
 			if dest == toWaiter && l.ctx.Err() == nil && ctx.Err() != nil {
-				continue // the waiting Read gave up; buffer the rest
+				// The waiting Read gave up (the rest is buffered), or the
+				// frame stalled: the Read gets what it holds before the
+				// reader waits again.
+				if l.pendWake != c {
+					l.flushWake()
+					l.pendWake = c
+				}
+				continue
 			}
 			return err
 		}
 	}
 	return nil
+}
+
+// holdsBytes reports whether a blocked Read of c holds bytes not yet
+// returned.
+func (c *Conn) holdsBytes() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waitN > 0
 }
 
 func (l *link) discard(fr *frameReader, n int) error {
