@@ -224,16 +224,24 @@ func (l *link) fail(cause error, reason proto.Reason, tell bool) {
 	}
 	l.m.unlinkPeer(l)
 	if tell && ep != nil {
-		// Only if no one is writing: a writer blocked on a full ring (a
-		// peer that stopped reading) holds the ring until it is closed.
+		// A frame being written goes out first (nothing new starts: the
+		// link is down), but within the budget: a writer blocked on a full
+		// ring (a peer that stopped reading) holds the ring until it is
+		// closed.
+		deadline := time.Now().Add(disconnectBudget)
 		l.mu.Lock()
+		for l.writing && time.Now().Before(deadline) {
+			l.mu.Unlock()
+			time.Sleep(time.Millisecond)
+			l.mu.Lock()
+		}
 		free := !l.writing
 		l.writing = true
 		// The end of a frame the ring holds only part of goes first.
 		cut := append([]byte(nil), l.ctrl[:l.cut]...)
 		l.mu.Unlock()
 		if free {
-			ctx, cancel := context.WithTimeout(context.Background(), disconnectBudget)
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
 			var b [proto.HeaderLen + 4]byte
 			_, _ = ep.WriteBuffers(ctx, cut, proto.Disconnect{Reason: reason}.AppendFrame(b[:0], 0))
 			cancel()
