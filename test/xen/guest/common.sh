@@ -16,9 +16,14 @@ xt_arg() {
 
 # xt_insmod MODULE...: load Debian's xen and fuse modules (no dependencies
 # between them, so busybox insmod does).
+# xen-gntalloc gets limit=8192: its default, 1024 pages per domain, holds
+# one link with the daemon's 1 MiB rings (513 pages) but not two, and the
+# second ring a domain serves then fails (ENOSPC, "No route to host").
 xt_insmod() {
     for m in "$@"; do
-        insmod "/lib/modules/$m.ko" || echo "XT-WARN insmod $m failed"
+        p=
+        [ "$m" = xen-gntalloc ] && p=limit=8192
+        insmod "/lib/modules/$m.ko" $p || echo "XT-WARN insmod $m failed"
     done
 }
 
