@@ -249,3 +249,45 @@ func TestLimitsAndPolicy(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestSetupAddsDomainWhileRunning: `idcfs setup` run again with one more
+// domain while daemons run lets the new domain link both ways, though the
+// running daemons announced themselves before it was listed.
+func TestSetupAddsDomainWhileRunning(t *testing.T) {
+	checkLeaks(t)
+	h := newTestHost(t, []vchan.DomID{1, 2}, 3)
+	m1 := h.manager(1)
+	ln1, err := m1.Listen(80, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 20*time.Second)
+	if err := Setup(ctx, h.dom0, []vchan.DomID{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	m3 := h.manager(3)
+	ln3, err := m3.Listen(81, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		from *Manager
+		to   vchan.DomID
+		ln   *Listener
+	}{
+		{"new domain to a running one", m3, 1, ln1},
+		{"running domain to the new one", m1, 3, ln3},
+	} {
+		c, err := tc.from.Dial(ctx, tc.to, tc.ln.Port())
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		s, err := tc.ln.Accept(ctx)
+		if err != nil {
+			t.Fatalf("%s: accept: %v", tc.name, err)
+		}
+		c.Close()
+		s.Close()
+	}
+}

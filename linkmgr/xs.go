@@ -111,7 +111,9 @@ func (s *Store) Remove(ctx context.Context, path string) error {
 // doms link with each other (run in dom0 by `idcfs setup`). For each
 // domain D: /local/domain/D/idcfs owned by D and readable by the others,
 // /local/domain/D/idcfs/req owned by D, and /local/domain/D/idcfs/req/P
-// readable and writable by each other domain P. It also lets every listed
+// readable and writable by each other domain P; the announcement of a
+// daemon already running (/local/domain/D/idcfs/daemon) gets the
+// permissions of /local/domain/D/idcfs. It also lets every listed
 // domain read @releaseDomain. Running it again with a longer list extends
 // the set; domains not listed keep their nodes but lose access to the
 // listed ones.
@@ -139,6 +141,15 @@ func Setup(ctx context.Context, xs *xenstore.Client, doms []vchan.DomID) error {
 				return err
 			}
 			if err := tx.SetPerms(ctx, BasePath(d), basePerms); err != nil {
+				return err
+			}
+			// A daemon running already wrote its announcement with the
+			// readers of its time: the new ones must see it too.
+			if _, err := tx.Read(ctx, DaemonPath(d)); err == nil {
+				if err := tx.SetPerms(ctx, DaemonPath(d), basePerms); err != nil {
+					return err
+				}
+			} else if !errors.Is(err, syscall.ENOENT) {
 				return err
 			}
 			if err := writeIfMissing(ctx, tx, RequestDir(d)); err != nil {
