@@ -467,6 +467,9 @@ func (m *Manager) setupRing(l *link) (*vchan.Endpoint, error) {
 			if ctx.Err() != nil {
 				return nil, timeout("publishing the ring for")
 			}
+			// A local failure (out of grant pages, say), not the peer's:
+			// worth a line above debug level.
+			l.log.WithError(err).Warn("cannot share a ring for the link")
 			return nil, fmt.Errorf("%w: ring for dom %d: %v", ErrUnreachable, l.peer, err)
 		}
 		for {
