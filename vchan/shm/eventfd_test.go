@@ -371,17 +371,7 @@ func rawBindRetry(t *testing.T, dir string, dom vchan.DomID, self uint16, port u
 
 func TestNoDescriptorLeaksAcrossDeaths(t *testing.T) {
 	dir := hostDir(t)
-	srv := openDom(t, dir, 1)
-	s, err := srv.AllocUnbound(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	sh, err := srv.Share(2, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sh.Close()
+	s, sh := portAndPage(t, dir)
 	page := sh.Bytes()
 	cycle := func() {
 		page[20] = 2
@@ -404,26 +394,34 @@ func TestNoDescriptorLeaksAcrossDeaths(t *testing.T) {
 	checkFds(t, before, "after 5 deaths")
 }
 
-func TestPeerClearsNonblock(t *testing.T) {
-	if !nowaitReads() {
-		t.Skip("kernel cannot read an eventfd with RWF_NOWAIT")
-	}
-	// The binder holds our eventfd's open file description and clears its
-	// O_NONBLOCK: Wait still honours its context and Close.
+// rawBinder binds to a fresh unbound port of domain 1 as domain 2 by hand,
+// handing over an eventfd of its own (efd); it returns the port, efd and
+// the descriptors the listener sent back (its eventfd first).
+func rawBinder(t *testing.T) (s vchan.EventChannel, efd int, fds []int) {
+	t.Helper()
 	dir := hostDir(t)
 	srv := openDom(t, dir, 1)
 	s, err := srv.AllocUnbound(2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	efd := newTestEventfd(t)
+	t.Cleanup(func() { s.Close() })
+	efd = newTestEventfd(t)
 	conn, fds, err := rawHandshake(dir, 1, 2, s.Port(), unix.UnixRights(efd))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	defer closeFds(fds)
+	t.Cleanup(func() { closeFds(fds); conn.Close() })
+	return s, efd, fds
+}
+
+func TestPeerClearsNonblock(t *testing.T) {
+	if !nowaitReads() {
+		t.Skip("kernel cannot read an eventfd with RWF_NOWAIT")
+	}
+	// The binder holds our eventfd's open file description and clears its
+	// O_NONBLOCK: Wait still honours its context and Close.
+	s, _, fds := rawBinder(t)
 	if err := unix.SetNonblock(fds[0], false); err != nil {
 		t.Fatal(err)
 	}
@@ -447,20 +445,7 @@ func TestPeerClearsNonblock(t *testing.T) {
 func TestNotifySaturatedCounter(t *testing.T) {
 	// The binder fills its own eventfd's counter: our Notify cannot add
 	// to it and returns at once (the event coalesces).
-	dir := hostDir(t)
-	srv := openDom(t, dir, 1)
-	s, err := srv.AllocUnbound(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	efd := newTestEventfd(t)
-	conn, fds, err := rawHandshake(dir, 1, 2, s.Port(), unix.UnixRights(efd))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	defer closeFds(fds)
+	s, efd, _ := rawBinder(t)
 	var max [8]byte
 	binary.LittleEndian.PutUint64(max[:], 1<<64-2)
 	if _, err := unix.Write(efd, max[:]); err != nil {

@@ -325,17 +325,7 @@ func TestUnmapNotifyErrors(t *testing.T) {
 
 func TestUnmapNotifyOnClientDeath(t *testing.T) {
 	dir := hostDir(t)
-	srv := openDom(t, dir, 1)
-	s, err := srv.AllocUnbound(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	sh, err := srv.Share(2, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sh.Close()
+	s, sh := portAndPage(t, dir)
 	page := sh.Bytes()
 	page[20], page[22] = 2, 1
 	ch, _ := startChild(t, "client-map", dir, fmt.Sprint(s.Port()), fmt.Sprint(sh.Refs()[0]))
@@ -401,14 +391,7 @@ func TestOrderlyChildExitIsNotDeath(t *testing.T) {
 	// A child that closes its Backend clears its byte itself; afterwards
 	// the byte stays as the survivor sets it.
 	dir := hostDir(t)
-	srv := openDom(t, dir, 1)
-	s, _ := srv.AllocUnbound(2)
-	defer s.Close()
-	sh, err := srv.Share(2, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sh.Close()
+	s, sh := portAndPage(t, dir)
 	page := sh.Bytes()
 	ch, _ := startChild(t, "client-map", dir, fmt.Sprint(s.Port()), fmt.Sprint(sh.Refs()[0]))
 	drain(t, s)

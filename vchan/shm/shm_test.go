@@ -32,6 +32,24 @@ func hostDir(t testing.TB) string {
 	return t.TempDir()
 }
 
+// portAndPage allocates, in domain 1 of the host in dir, an unbound port
+// and a one-page grant for domain 2; both are closed when the test ends.
+func portAndPage(t *testing.T, dir string) (vchan.EventChannel, vchan.Mapping) {
+	t.Helper()
+	srv := openDom(t, dir, 1)
+	s, err := srv.AllocUnbound(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	sh, err := srv.Share(2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sh.Close() })
+	return s, sh
+}
+
 func openDom(t testing.TB, dir string, dom vchan.DomID) *Backend {
 	t.Helper()
 	b, err := Open(dir, dom)
