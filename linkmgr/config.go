@@ -40,7 +40,9 @@ type Config struct {
 	// ConnectTimeout bounds link setup plus the CONNECT_req/rsp exchange.
 	ConnectTimeout time.Duration
 	// RingSize is the size of each of a link's two rings (this domain's
-	// choice when it serves the ring), rounded up as libxenvchan does.
+	// choice when it serves the ring), rounded up as libxenvchan does. A
+	// server whose backend has no room for it halves it until the ring
+	// fits, down to MinFallbackRingSize.
 	RingSize int
 	// Window is the receive buffer of each connection, announced to the
 	// peer as its send credit.

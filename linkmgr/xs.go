@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"idcfs/linkmgr/xenstore"
 	"idcfs/vchan"
 )
@@ -462,7 +464,7 @@ func (m *Manager) setupRing(l *link) (*vchan.Endpoint, error) {
 			}
 		}
 		l.after = nil
-		ep, err := vchan.Listen(ctx, m.cfg.Backend, a.store, l.peer, RingPath(m.cfg.Self, l.peer), rs, rs)
+		ep, err := a.listenRing(ctx, l, rs)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, timeout("publishing the ring for")
@@ -531,5 +533,28 @@ func (m *Manager) setupRing(l *link) (*vchan.Endpoint, error) {
 			return nil, timeout("no ring from")
 		}
 		t.Stop()
+	}
+}
+
+// MinFallbackRingSize is the smallest ring a server falls back to when the
+// backend has no room for the configured size: one page per direction.
+const MinFallbackRingSize = vchan.PageSize
+
+// listenRing publishes the ring of a link this domain serves, with rings of
+// rs bytes each way. When the backend is out of pages for that (ENOSPC:
+// Xen's gntalloc device caps the grants of a whole domain, 1024 pages by
+// default, and two 1 MiB rings take 513), it halves the size, down to
+// MinFallbackRingSize, so that more links fit, each with smaller rings.
+func (a *xsAgent) listenRing(ctx context.Context, l *link, rs int) (*vchan.Endpoint, error) {
+	m := a.m
+	for {
+		ep, err := vchan.Listen(ctx, m.cfg.Backend, a.store, l.peer, RingPath(m.cfg.Self, l.peer), rs, rs)
+		if err == nil || !errors.Is(err, syscall.ENOSPC) || rs <= MinFallbackRingSize || ctx.Err() != nil {
+			return ep, err
+		}
+		next := max(rs/2, MinFallbackRingSize)
+		l.log.WithError(err).WithFields(logrus.Fields{"ring": rs, "fallback": next}).
+			Warn("no room to share a ring of this size; trying a smaller one")
+		rs = next
 	}
 }
