@@ -506,6 +506,18 @@ scenario_e_run() {
         return
     fi
     xt_result e-fresh-domain PASS "domu3 = domain $D3 created, set up and mounted after the destroy"
+    # Dom0 serves the link to domu3 (the lower id serves). With gntalloc's
+    # default limit of 1024 pages and its 1 MiB link to domu1 (513 pages),
+    # another 1 MiB ring pair does not fit: the daemon must fall back to
+    # smaller rings. The limit is writable at run time. The echo brings the
+    # link to domu1 up again if its idle time (30 s) ran out while domu3
+    # booted; the link to domu3 follows within seconds.
+    _lim=/sys/module/xen_gntalloc/parameters/limit
+    _oldlim=$(cat $_lim 2>/dev/null)
+    if [ -n "$S" ]; then
+        d_echo e-fresh-link-dom0-to-domu1 "$S" 0 8019
+        echo 1024 >$_lim
+    fi
     if ! e_fresh "" 8020; then
         # Diagnosis: who may read the daemon keys. idcfs setup sets the
         # permissions of idcfs/ but not of the daemon key a running daemon
@@ -522,4 +534,17 @@ scenario_e_run() {
         e_fresh -after-chmod-daemon 8030
     fi
     d_links e-links-dom0 0
+    if [ -n "$S" ]; then
+        _ring=$(sed -n 's/.*read_ring \([0-9]*\).*/\1/p' $IDC/links/$D3 2>/dev/null)
+        if [ -n "$_ring" ] && [ "$_ring" -lt 1048576 ] && [ "$_ring" -ge 4096 ] &&
+            grep -q 'trying a smaller one' /tmp/idcfs-mount.log; then
+            xt_result e-ring-fallback PASS "gntalloc limit 1024 in dom0: the link to domain $D3 came up with ${_ring}-byte rings (1 MiB asked), fallback logged"
+        else
+            xt_result e-ring-fallback FAIL "gntalloc limit 1024 in dom0: link to domain $D3 read_ring '${_ring}', want 4096..524288 and a fallback warning"
+            grep -E 'smaller one|cannot share' /tmp/idcfs-mount.log | tail -n 5
+        fi
+        [ -n "$_oldlim" ] && echo "$_oldlim" >$_lim
+    else
+        xt_result e-ring-fallback SKIP "one domU only (DOMUS=1): dom0's ring pages fit the default limit"
+    fi
 }
