@@ -33,16 +33,23 @@ func newFakePeer(t *testing.T, h *testHost) *fakePeer {
 	return &fakePeer{t: t, h: h, xs: xs, store: NewStore(xs, 3)}
 }
 
-// link asks dom 1 for a link and maps the ring it publishes.
+// link asks dom 1 for a link and maps the ring it publishes. Like a real
+// client it asks again while no announcement comes: dom 1 ignores a
+// request while it still holds the previous link, which it drops only once
+// it sees that ring closed.
 func (f *fakePeer) link() *vchan.Endpoint {
 	f.t.Helper()
 	ctx := testCtx(f.t, 30*time.Second)
 	prev, _ := f.xs.Read(ctx, RequestPath(3, 1))
-	f.seq++
-	if err := f.xs.Write(ctx, RequestPath(1, 3), fmt.Sprintf("hostile.%d", f.seq)); err != nil {
-		f.t.Fatal(err)
-	}
+	var asked time.Time
 	waitFor(f.t, "ring announcement", func() bool {
+		if time.Since(asked) >= retryInterval {
+			f.seq++
+			if err := f.xs.Write(ctx, RequestPath(1, 3), fmt.Sprintf("hostile.%d", f.seq)); err != nil {
+				f.t.Fatal(err)
+			}
+			asked = time.Now()
+		}
 		v, _ := f.xs.Read(ctx, RequestPath(3, 1))
 		return v != prev
 	})
