@@ -504,6 +504,11 @@ func (c *Conn) Reset() error {
 // failWrites makes pending and later writes fail with err (the first
 // reason wins).
 func (c *Conn) failWrites(err error) {
+	c.setWriteFailure(err)
+	signal(c.wsig)
+}
+
+func (c *Conn) setWriteFailure(err error) {
 	l := c.l
 	l.mu.Lock()
 	if c.wfail == nil {
@@ -511,19 +516,21 @@ func (c *Conn) failWrites(err error) {
 	}
 	l.unqueueLocked(c)
 	l.mu.Unlock()
-	signal(c.wsig)
 }
 
 // resetBy marks the connection reset by the peer or by the link (err wraps
 // ErrReset) and frees it.
 func (c *Conn) resetBy(err error) {
-	// Writes first, so that once a Read reports the reset a Write does too.
-	c.failWrites(err)
+	// Writes first, so that once a Read reports the reset a Write does too;
+	// and both before anyone is woken: a connect in flight waits on wsig
+	// and then looks at resetErr.
+	c.setWriteFailure(err)
 	c.mu.Lock()
 	if c.resetErr == nil {
 		c.resetErr = err
 	}
 	c.mu.Unlock()
+	signal(c.wsig)
 	signal(c.rsig)
 	c.free()
 }

@@ -3,6 +3,7 @@ package linkmgr
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -249,5 +250,67 @@ func TestIdleTeardown(t *testing.T) {
 		c.Close()
 		s.Close()
 		time.Sleep(95 * time.Millisecond)
+	}
+}
+
+// TestResetWakesAfterError: a reset wakes the connection's waiters only
+// once the error is there to see. A connect in flight waits on wsig and
+// then reads resetErr; woken before resetErr was set, it went back to
+// waiting and the Dial hung until its timeout (seen once in
+// TestIdleTeardown's dial racing the idle teardown).
+func TestResetWakesAfterError(t *testing.T) {
+	checkLeaks(t)
+	h := newTestHost(t, []vchan.DomID{1, 2})
+	m1 := h.manager(1)
+	m2 := h.manager(2)
+	ln, _ := m1.Listen(3, 0)
+	ctx := testCtx(t, 10*time.Second)
+	c, err := m2.Dial(ctx, 1, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Drain wakeups from the set-up.
+	for _, ch := range []chan struct{}{c.wsig, c.rsig} {
+		select {
+		case <-ch:
+		default:
+		}
+	}
+	// Hold c.mu: resetBy cannot set resetErr until it is released, so no
+	// waiter may be woken meanwhile.
+	c.mu.Lock()
+	done := make(chan struct{})
+	go func() {
+		c.resetBy(fmt.Errorf("%w: test", ErrReset))
+		close(done)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	var woke []string
+	select {
+	case <-c.wsig:
+		woke = append(woke, "wsig")
+	default:
+	}
+	select {
+	case <-c.rsig:
+		woke = append(woke, "rsig")
+	default:
+	}
+	c.mu.Unlock()
+	<-done
+	if len(woke) > 0 {
+		t.Fatalf("%v signalled before resetErr was set", woke)
+	}
+	c.mu.Lock()
+	err = c.resetErr
+	c.mu.Unlock()
+	if !errors.Is(err, ErrReset) {
+		t.Fatalf("resetErr %v after resetBy", err)
 	}
 }
