@@ -31,22 +31,29 @@ func benchPair(b *testing.B, backend string) (m1, m2 *Manager, be1, be2 vchan.Ba
 	return m1, m2, be1, be2
 }
 
+// benchWrite and benchRead are the sizes of the writes and reads of both
+// the link and the bare vchan it is compared with.
+const (
+	benchWrite = 64 << 10
+	benchRead  = 256 << 10
+)
+
 // rawThroughput moves total bytes over a bare vchan (same backend, same
-// ring size as a link) in 64 KiB writes and returns bytes per second.
+// ring size as a link) in benchWrite writes and returns bytes per second.
 func rawThroughput(b *testing.B, be1, be2 vchan.Backend, total int) float64 {
 	srv, cli := rawPair(b, be1, be2)
 	defer srv.Close()
 	defer cli.Close()
 	start := time.Now()
 	go func() {
-		buf := make([]byte, 64<<10)
+		buf := make([]byte, benchWrite)
 		for sent := 0; sent < total; sent += len(buf) {
 			if _, err := srv.Write(buf); err != nil {
 				return
 			}
 		}
 	}()
-	buf := make([]byte, 256<<10)
+	buf := make([]byte, benchRead)
 	for got := 0; got < total; {
 		n, err := cli.Read(buf)
 		if err != nil {
@@ -98,8 +105,8 @@ func openStreams(b *testing.B, dialer *Manager, ln *Listener, peer vchan.DomID, 
 			b.Fatal(err)
 		}
 		st.c, st.s = append(st.c, c), append(st.s, s)
-		st.wbuf = append(st.wbuf, make([]byte, 1<<20))
-		st.rbuf = append(st.rbuf, make([]byte, 256<<10))
+		st.wbuf = append(st.wbuf, make([]byte, benchWrite))
+		st.rbuf = append(st.rbuf, make([]byte, benchRead))
 	}
 	b.Cleanup(func() {
 		for i := range st.c {
@@ -146,10 +153,11 @@ func (st *streams) move(b *testing.B, total int) {
 
 // BenchmarkThroughput reports link throughput with one and with 64
 // connections as a ratio to a bare vchan's throughput on the same backend
-// and ring size ("x-raw", best run against best run). The two are measured
-// alternately in the same run; ns/op and MB/s are the link's alone.
+// and ring size, with the same write and read sizes ("x-raw", best run
+// against best run). The two are measured alternately in the same run;
+// ns/op and MB/s are the link's alone.
 func BenchmarkThroughput(b *testing.B) {
-	const total = 32 << 20
+	const total = 64 << 20
 	for _, backend := range benchBackends {
 		for _, conns := range []int{1, 64} {
 			b.Run(backend+"/conns="+itoa(vchan.DomID(conns)), func(b *testing.B) {
