@@ -172,6 +172,28 @@ func (h *testHost) manager(d vchan.DomID, mod ...func(*Config)) *Manager {
 	return m
 }
 
+// connectedPair starts the link managers of dom 1 and dom 2 and returns
+// one connection between them: c dialled by dom 2, s accepted on port 1 of
+// dom 1.
+func connectedPair(t *testing.T) (h *testHost, c, s *Conn) {
+	t.Helper()
+	h = newTestHost(t, []vchan.DomID{1, 2})
+	m1 := h.manager(1)
+	m2 := h.manager(2)
+	ln, err := m1.Listen(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 10*time.Second)
+	if c, err = m2.Dial(ctx, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = ln.Accept(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return h, c, s
+}
+
 func testCtx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)

@@ -128,19 +128,7 @@ func TestPeerDeath(t *testing.T) {
 // looks alive; @releaseDomain makes dom 1 drop the link at once.
 func TestReleaseDomain(t *testing.T) {
 	checkLeaks(t)
-	h := newTestHost(t, []vchan.DomID{1, 2})
-	m1 := h.manager(1)
-	m2 := h.manager(2)
-	ln, _ := m1.Listen(1, 0)
-	ctx := testCtx(t, 10*time.Second)
-	c, err := m2.Dial(ctx, 1, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, c, s := connectedPair(t)
 	if err := h.xsd.ReleaseDomain(2); err != nil {
 		t.Fatal(err)
 	}
@@ -260,20 +248,8 @@ func TestIdleTeardown(t *testing.T) {
 // TestIdleTeardown's dial racing the idle teardown).
 func TestResetWakesAfterError(t *testing.T) {
 	checkLeaks(t)
-	h := newTestHost(t, []vchan.DomID{1, 2})
-	m1 := h.manager(1)
-	m2 := h.manager(2)
-	ln, _ := m1.Listen(3, 0)
-	ctx := testCtx(t, 10*time.Second)
-	c, err := m2.Dial(ctx, 1, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, c, s := connectedPair(t)
 	defer c.Close()
-	s, err := ln.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer s.Close()
 	// Drain wakeups from the set-up.
 	for _, ch := range []chan struct{}{c.wsig, c.rsig} {
@@ -308,7 +284,7 @@ func TestResetWakesAfterError(t *testing.T) {
 		t.Fatalf("%v signalled before resetErr was set", woke)
 	}
 	c.mu.Lock()
-	err = c.resetErr
+	err := c.resetErr
 	c.mu.Unlock()
 	if !errors.Is(err, ErrReset) {
 		t.Fatalf("resetErr %v after resetBy", err)
