@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -298,4 +300,85 @@ func TestStalledReader(t *testing.T) {
 		t.Errorf("stalled writer put %d bytes on the ring, want exactly the window %d", n, DefaultWindow)
 	}
 	ss.Close()
+}
+
+// TestFairShare: connections of one link that all have data to send share
+// the ring: while three writers keep writing, no connection gets less
+// than half of what the fastest one got.
+func TestFairShare(t *testing.T) {
+	checkLeaks(t)
+	h := newTestHost(t, []vchan.DomID{1, 2})
+	m1 := h.manager(1)
+	m2 := h.manager(2)
+	ln, _ := m2.Listen(1, 0)
+	ctx := testCtx(t, 30*time.Second)
+	const conns = 3
+	var got [conns]atomic.Int64
+	var wg sync.WaitGroup
+	var cs, ss []*Conn
+	for range conns {
+		c, err := m1.Dial(ctx, 2, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, ss = append(cs, c), append(ss, s)
+	}
+	for i := range conns {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 64<<10)
+			for {
+				if _, err := cs[i].Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 256<<10)
+			for {
+				n, err := ss[i].Read(buf)
+				got[i].Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	// Measured from the moment every connection got data (all writers
+	// run), over half a second: each writer is queued behind the others
+	// thousands of times, and the Go scheduler's time slices (which decide
+	// whose writer runs at all on a busy machine) even out.
+	waitFor(t, "data on every connection", func() bool {
+		for i := range got {
+			if got[i].Load() == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	var base [conns]int64
+	for i := range got {
+		base[i] = got[i].Load()
+	}
+	time.Sleep(500 * time.Millisecond)
+	var shares [conns]int64
+	for i := range got {
+		shares[i] = got[i].Load() - base[i]
+	}
+	for i := range cs {
+		cs[i].Reset()
+		ss[i].Close()
+	}
+	wg.Wait()
+	lo, hi := slices.Min(shares[:]), slices.Max(shares[:])
+	t.Logf("bytes received per connection: %v", shares)
+	if lo < hi/2 {
+		t.Errorf("unfair: bytes received per connection %v (least under half of most)", shares)
+	}
 }
