@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -89,8 +90,8 @@ func TestRingFallback(t *testing.T) {
 		m := h.manager(tc.dom, func(c *Config) { c.RingSize = rs; c.ConnectTimeout = 2 * time.Second })
 		if tc.ring == 0 {
 			// Dom 1 dialing learns at once that it cannot serve the ring;
-			// the client dialing dom 1 hears nothing and times out (dom 1
-			// logs why).
+			// so does a client dialing dom 1, which dom 1 tells why (it
+			// would otherwise ask until its Dial timed out).
 			if _, err := m.Listen(7, 0); err != nil {
 				t.Fatal(err)
 			}
@@ -100,11 +101,12 @@ func TestRingFallback(t *testing.T) {
 					c.Close()
 				}
 			}
-			if c, err := m.Dial(ctx, 1, 7); !errors.Is(err, ErrTimeout) {
-				t.Errorf("dom %d to dom 1: Dial error %v, want ErrTimeout", tc.dom, err)
-				if c != nil {
-					c.Close()
-				}
+			c, err := m.Dial(ctx, 1, 7)
+			if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "no room to share ring pages") {
+				t.Errorf("dom %d to dom 1: Dial error %v, want ErrUnreachable with dom 1's reason", tc.dom, err)
+			}
+			if c != nil {
+				c.Close()
 			}
 		} else {
 			c, err := m.Dial(ctx, 1, 7)
@@ -152,4 +154,44 @@ func TestRingFallback(t *testing.T) {
 	if !h.logw.has("trying a smaller one") {
 		t.Error("no warning logged for the fallback")
 	}
+}
+
+// A peer's refusal reason is shown only as printable ASCII, cut to
+// maxRefusal bytes.
+func TestCleanRefusal(t *testing.T) {
+	long := strings.Repeat("x", 3*maxRefusal)
+	tests := []struct{ in, want string }{
+		{"no room", "no room"},
+		{"", ""},
+		{"bell\a and\nnewline\x00", "bell andnewline"},
+		{"ünïcode", "ncode"},
+		{"\x1b[31mred\x1b[0m", "[31mred[0m"},
+		{long, long[:maxRefusal]},
+	}
+	for _, tc := range tests {
+		if got := cleanRefusal(tc.in); got != tc.want {
+			t.Errorf("cleanRefusal(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// FuzzCleanRefusal: whatever a peer writes, what is shown is printable
+// ASCII of at most maxRefusal bytes, and clean input passes unchanged.
+func FuzzCleanRefusal(f *testing.F) {
+	f.Add("no room to share ring pages (ENOSPC)")
+	f.Add("\x00\xff\n\x1b")
+	f.Fuzz(func(t *testing.T, in string) {
+		out := cleanRefusal(in)
+		if len(out) > maxRefusal {
+			t.Fatalf("%d bytes out", len(out))
+		}
+		for i := 0; i < len(out); i++ {
+			if out[i] < ' ' || out[i] > '~' {
+				t.Fatalf("byte %#x at %d", out[i], i)
+			}
+		}
+		if cleanRefusal(out) != out {
+			t.Fatalf("not idempotent: %q", out)
+		}
+	})
 }

@@ -68,10 +68,11 @@ type link struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	ep      *vchan.Endpoint // set by start
-	peerGen string          // the peer daemon's generation when set up (under mu)
-	notify  chan struct{}   // client: the server published a ring (1-buffered)
-	pendSem chan struct{}   // bounds outgoing connects in flight
+	ep      *vchan.Endpoint        // set by start
+	peerGen string                 // the peer daemon's generation when set up (under mu)
+	notify  chan struct{}          // client: the server published a ring, or refused (1-buffered)
+	refusal atomic.Pointer[string] // client: why the server cannot serve a ring (set before notify)
+	pendSem chan struct{}          // bounds outgoing connects in flight
 
 	mu           sync.Mutex
 	state        linkState

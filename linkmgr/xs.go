@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -338,6 +339,11 @@ func (a *xsAgent) scan(ctx context.Context, seed bool) {
 		}
 		a.seen[peer] = v
 		if !seed && peer != a.self {
+			if _, why, refused := strings.Cut(v, refusalSep); refused {
+				a.m.log.WithFields(logrus.Fields{"peer": peer, "why": cleanRefusal(why)}).Debug("link refused")
+				a.m.onPeerRefusal(peer, cleanRefusal(why))
+				continue
+			}
 			a.m.log.WithField("peer", peer).Debug("link request")
 			a.m.onPeerRequest(peer)
 		}
@@ -389,9 +395,38 @@ func (a *xsAgent) checkPeer(ctx context.Context, peer vchan.DomID) (string, erro
 	return "", fmt.Errorf("%w: reading %s: %v", ErrUnreachable, DaemonPath(peer), err)
 }
 
+// refusalSep separates a request token from the reason a ring server
+// gives for not serving a ring: "<generation>.<sequence> refused: <why>".
+const refusalSep = " refused: "
+
+// maxRefusal bounds the reason shown from a peer's refusal.
+const maxRefusal = 120
+
+// cleanRefusal makes a peer's reason safe to show: printable ASCII only,
+// at most maxRefusal bytes.
+func cleanRefusal(why string) string {
+	b := make([]byte, 0, min(len(why), maxRefusal))
+	for i := 0; i < len(why) && len(b) < maxRefusal; i++ {
+		if c := why[i]; c >= ' ' && c <= '~' {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
 // sendRequest writes a fresh value into the peer's request node for us.
 func (a *xsAgent) sendRequest(ctx context.Context, peer vchan.DomID) error {
-	v := a.gen + "." + strconv.FormatUint(a.seq.Add(1), 10)
+	return a.writeToken(ctx, peer, "")
+}
+
+// sendRefusal tells a client that asked for a link that this ring server
+// cannot serve one, and why, so that its Dial fails at once.
+func (a *xsAgent) sendRefusal(ctx context.Context, peer vchan.DomID, why string) error {
+	return a.writeToken(ctx, peer, refusalSep+cleanRefusal(why))
+}
+
+func (a *xsAgent) writeToken(ctx context.Context, peer vchan.DomID, suffix string) error {
+	v := a.gen + "." + strconv.FormatUint(a.seq.Add(1), 10) + suffix
 	err := a.xs.Write(ctx, RequestPath(peer, a.self), v)
 	switch {
 	case err == nil:
@@ -402,6 +437,25 @@ func (a *xsAgent) sendRequest(ctx context.Context, peer vchan.DomID) error {
 		return ctx.Err()
 	}
 	return fmt.Errorf("%w: writing %s: %v", ErrUnreachable, RequestPath(peer, a.self), err)
+}
+
+// onPeerRefusal: the ring server peer cannot serve a ring. A link to it
+// being set up as client fails at once with the reason; anything else
+// ignores the refusal.
+func (m *Manager) onPeerRefusal(peer vchan.DomID, why string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := m.currentLink(peer)
+	if l == nil || l.role != roleClient {
+		return
+	}
+	l.mu.Lock()
+	setup := l.state == lsSetup
+	l.mu.Unlock()
+	if setup {
+		l.refusal.Store(&why)
+		signal(l.notify)
+	}
 }
 
 // onPeerRequest reacts to a changed request node of peer.
@@ -470,8 +524,16 @@ func (m *Manager) setupRing(l *link) (*vchan.Endpoint, error) {
 				return nil, timeout("publishing the ring for")
 			}
 			// A local failure (out of grant pages, say), not the peer's:
-			// worth a line above debug level.
+			// worth a line above debug level. A client that asked learns
+			// of it at once instead of asking until its Dial times out.
 			l.log.WithError(err).Warn("cannot share a ring for the link")
+			why := "cannot share a ring"
+			if errors.Is(err, syscall.ENOSPC) {
+				why = "no room to share ring pages (ENOSPC)"
+			}
+			if rerr := a.sendRefusal(ctx, l.peer, why); rerr != nil {
+				l.log.WithError(rerr).Debug("cannot tell the peer")
+			}
 			return nil, fmt.Errorf("%w: ring for dom %d: %v", ErrUnreachable, l.peer, err)
 		}
 		for {
@@ -506,6 +568,9 @@ func (m *Manager) setupRing(l *link) (*vchan.Endpoint, error) {
 	default:
 	}
 	for {
+		if why := l.refusal.Load(); why != nil {
+			return nil, fmt.Errorf("%w: dom %d cannot serve a ring for the link (%s)", ErrUnreachable, l.peer, *why)
+		}
 		if notified {
 			ep, err := vchan.Dial(ctx, m.cfg.Backend, a.store, l.peer, RingPath(l.peer, m.cfg.Self))
 			if err == nil {
