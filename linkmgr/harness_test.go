@@ -51,6 +51,25 @@ func (w *testLogger) has(substr string) bool {
 	return false
 }
 
+// hasAll reports whether one line contains every one of substrs.
+func (w *testLogger) hasAll(substrs ...string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, l := range w.lines {
+		all := true
+		for _, s := range substrs {
+			if !strings.Contains(l, s) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
 func newTestLog(t testing.TB) (*logrus.Entry, *testLogger) {
 	w := &testLogger{t: t}
 	t.Cleanup(func() {

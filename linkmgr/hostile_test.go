@@ -239,6 +239,19 @@ func TestHostilePeer(t *testing.T) {
 		checkGood(200)
 	})
 
+	t.Run("peer drops the link blaming this side", func(t *testing.T) {
+		ep := f.link()
+		send(t, ep, hello(3), proto.Disconnect{Reason: proto.ReasonProtocol}.AppendFrame(nil, 0))
+		waitFor(t, "link dropped", func() bool { return h.logw.has("it says this side broke the protocol") })
+		// The warning names who blamed whom: dom 1 did not call dom 3 a
+		// protocol breaker.
+		if h.logw.hasAll("peer broke the protocol", "peer=3", "peer dropped the link") {
+			t.Error("a drop by the peer logged as the peer breaking the protocol")
+		}
+		ep.Close()
+		checkGood(300)
+	})
+
 	linkFatal := []struct {
 		name   string
 		frames [][]byte

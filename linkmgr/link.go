@@ -213,8 +213,12 @@ func (l *link) fail(cause error, reason proto.Reason, tell bool) {
 	l.mu.Unlock()
 
 	entry := l.log.WithError(cause).WithFields(logrus.Fields{"conns": len(conns), "reason": reason.String()})
+	var pd *peerDropped
+	blamed := reason == proto.ReasonProtocol || reason == proto.ReasonCredit
 	switch {
-	case reason == proto.ReasonProtocol || reason == proto.ReasonCredit:
+	case blamed && errors.As(cause, &pd):
+		entry.Warn("link torn down by the peer: it says this side broke the protocol")
+	case blamed:
 		entry.Warn("link torn down: peer broke the protocol")
 	case reason == proto.ReasonIdle || reason == proto.ReasonShutdown:
 		entry.Info("link down")
