@@ -543,8 +543,43 @@ scenario_e_run() {
             xt_result e-ring-fallback FAIL "gntalloc limit 1024 in dom0: link to domain $D3 read_ring '${_ring}', want 4096..524288 and a fallback warning"
             grep -E 'smaller one|cannot share' /tmp/idcfs-mount.log | tail -n 5
         fi
+        e_refusal
         [ -n "$_oldlim" ] && echo "$_oldlim" >$_lim
     else
         xt_result e-ring-fallback SKIP "one domU only (DOMUS=1): dom0's ring pages fit the default limit"
+    fi
+}
+
+# e_refusal: once the link between dom0 and domu3 went idle, dom0 gets a
+# gntalloc limit below what it already shares (its link to domu1), so it
+# cannot share a single page: a connect from domu3 must fail at once with
+# "No route to host" (dom0 refuses in Xenstore rather than leaving domu3 to
+# time out), and so must one from dom0.
+e_refusal() {
+    _w=0
+    while [ -e "$IDC/links/$D3" ] && [ $_w -lt 90 ]; do sleep 1; _w=$((_w + 1)); done
+    if [ -e "$IDC/links/$D3" ]; then
+        xt_result e-ring-refusal FAIL "the link from dom0 to domain $D3 did not go idle in 90 s"
+        return
+    fi
+    echo 1 >$_lim
+    d_run "$D3" 60 "t0=\$(xt_uptime)
+        if echo x >$IDC/connect/0/8041; then echo XT-R=connected; else echo XT-R=\$?; fi
+        echo XT-T0=\$t0 XT-T1=\$(xt_uptime)"
+    _t0=$(sed -n 's/.*XT-T0=\([0-9.]*\).*/\1/p' /tmp/xt-du.out)
+    _t1=$(sed -n 's/.*XT-T1=\([0-9.]*\).*/\1/p' /tmp/xt-du.out)
+    _s=$(awk -v a="$_t0" -v b="$_t1" 'BEGIN{printf "%.1f", b-a}')
+    _t=$(xt_uptime)
+    _out0=$( (echo x >$IDC/connect/$D3/8042) 2>&1)
+    _s0=$(d_since "$_t")
+    if grep -q 'connect/0/8041: No route to host' /tmp/xt-du.out && ! grep -q XT-R=connected /tmp/xt-du.out &&
+        awk -v s="$_s" 'BEGIN{exit !(s < 3)}' && echo "$_out0" | grep -q 'No route to host' &&
+        grep -q 'cannot share a ring' /tmp/idcfs-mount.log; then
+        xt_result e-ring-refusal PASS "gntalloc limit 1 in dom0: 'No route to host' in domain $D3 after ${_s}s (refused, not timed out) and in dom0 after ${_s0}s"
+    else
+        xt_result e-ring-refusal FAIL "gntalloc limit 1 in dom0: domain $D3 ${_s}s, dom0 '${_out0}' ${_s0}s"
+        d_show e-ring-refusal domu3
+        d_run "$D3" 20 "grep -E 'refused|dial failed' /tmp/idcfs-mount.log | tail -n 3"
+        d_show e-ring-refusal domu3-log
     fi
 }
