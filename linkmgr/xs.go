@@ -340,8 +340,9 @@ func (a *xsAgent) scan(ctx context.Context, seed bool) {
 		a.seen[peer] = v
 		if !seed && peer != a.self {
 			if _, why, refused := strings.Cut(v, refusalSep); refused {
-				a.m.log.WithFields(logrus.Fields{"peer": peer, "why": cleanRefusal(why)}).Debug("link refused")
-				a.m.onPeerRefusal(peer, cleanRefusal(why))
+				why = cleanRefusal(why)
+				a.m.log.WithFields(logrus.Fields{"peer": peer, "why": why}).Debug("link refused")
+				a.m.onPeerRefusal(peer, why)
 				continue
 			}
 			a.m.log.WithField("peer", peer).Debug("link request")
