@@ -17,8 +17,9 @@ xt_arg() {
 # xt_insmod MODULE...: load Debian's xen and fuse modules (no dependencies
 # between them, so busybox insmod does).
 # xen-gntalloc gets limit=8192: its default, 1024 pages per domain, holds
-# one link with the daemon's 1 MiB rings (513 pages) but not two, and the
-# second ring a domain serves then fails (ENOSPC, "No route to host").
+# one link with the daemon's 1 MiB rings (513 pages); further links would
+# fall back to smaller rings. The raised limit keeps every link at full size
+# in the scenarios; scenario e sets the default back to check the fallback.
 xt_insmod() {
     for m in "$@"; do
         p=
