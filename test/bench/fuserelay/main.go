@@ -225,7 +225,12 @@ func (h *readHandle) Release(ctx context.Context) syscall.Errno {
 }
 
 // channel is a bounded byte ring with blocking, interruptible read and write.
+// Writers take turns (wsem), and so do readers (rsem); mu guards only the
+// indexes, so a write and a read copy at the same time, on different parts of
+// the ring.
 type channel struct {
+	wsem, rsem chan struct{}
+
 	mu        sync.Mutex
 	changed   chan struct{} // closed and replaced on every state change
 	buf       []byte
@@ -237,7 +242,22 @@ type channel struct {
 }
 
 func newChannel(size int) *channel {
-	return &channel{buf: make([]byte, size), changed: make(chan struct{})}
+	return &channel{
+		buf:     make([]byte, size),
+		changed: make(chan struct{}),
+		wsem:    make(chan struct{}, 1),
+		rsem:    make(chan struct{}, 1),
+	}
+}
+
+// take waits for a turn on sem.
+func take(ctx context.Context, sem chan struct{}) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // broadcastLocked wakes every waiter.
@@ -292,6 +312,10 @@ func (c *channel) shutdown() {
 }
 
 func (c *channel) write(ctx context.Context, data []byte) (int, syscall.Errno) {
+	if !take(ctx, c.wsem) {
+		return 0, syscall.EINTR
+	}
+	defer func() { <-c.wsem }()
 	done := 0
 	for done < len(data) {
 		c.mu.Lock()
@@ -314,28 +338,41 @@ func (c *channel) write(ctx context.Context, data []byte) (int, syscall.Errno) {
 			}
 		}
 		tail := (c.head + c.n) % len(c.buf)
+		c.mu.Unlock()
+		// The free part only grows while mu is released: the one reader
+		// copying out takes bytes from the filled part.
 		chunk := min(free, len(data)-done, len(c.buf)-tail)
 		copy(c.buf[tail:tail+chunk], data[done:done+chunk])
+		c.mu.Lock()
 		c.n += chunk
-		done += chunk
 		c.broadcastLocked()
 		c.mu.Unlock()
+		done += chunk
 	}
 	return done, 0
 }
 
 func (c *channel) read(ctx context.Context, dest []byte) (int, syscall.Errno) {
+	if !take(ctx, c.rsem) {
+		return 0, syscall.EINTR
+	}
+	defer func() { <-c.rsem }()
 	for {
 		c.mu.Lock()
-		if c.n > 0 {
+		if n := c.n; n > 0 {
+			head := c.head
+			c.mu.Unlock()
+			// The filled part only grows while mu is released.
 			got := 0
-			for got < len(dest) && c.n > 0 {
-				chunk := min(c.n, len(dest)-got, len(c.buf)-c.head)
-				copy(dest[got:got+chunk], c.buf[c.head:c.head+chunk])
-				c.head = (c.head + chunk) % len(c.buf)
-				c.n -= chunk
+			for got < len(dest) && got < n {
+				chunk := min(n-got, len(dest)-got, len(c.buf)-head)
+				copy(dest[got:got+chunk], c.buf[head:head+chunk])
+				head = (head + chunk) % len(c.buf)
 				got += chunk
 			}
+			c.mu.Lock()
+			c.head = head
+			c.n -= got
 			c.broadcastLocked()
 			c.mu.Unlock()
 			return got, 0
