@@ -15,7 +15,8 @@ const (
 	DefaultIdleTimeout    = 30 * time.Second
 	DefaultConnectTimeout = 5 * time.Second
 	DefaultRingSize       = 128 << 10 // bytes per direction
-	DefaultWindow         = 256 << 10 // receive buffer per connection
+	DefaultWindow         = 256 << 10 // receive buffer per connection, to start with
+	DefaultMaxWindow      = 4 << 20   // the most a connection's window grows to
 	DefaultMaxConns       = 4096      // connections per link
 	DefaultBacklog        = 128       // pending connections per listener
 	DefaultMaxPending     = 256       // outgoing CONNECT_req awaiting a reply, per link
@@ -44,9 +45,16 @@ type Config struct {
 	// server whose backend has no room for it halves it until the ring
 	// fits, down to MinFallbackRingSize.
 	RingSize int
-	// Window is the receive buffer of each connection, announced to the
-	// peer as its send credit.
+	// Window is the receive buffer each connection starts with, announced
+	// to the peer as its send credit.
 	Window int
+	// MaxWindow is the most a connection's window grows to (never less
+	// than Window). A window doubles when the peer used nearly all of its
+	// credit before the next CREDIT went out while the application kept
+	// the receive buffer nearly empty: then the credit round trip, not the
+	// reader, limits the connection. What a connection can hold for a
+	// reader that stops is bounded by its window, so by MaxWindow.
+	MaxWindow int
 	// MaxConns bounds the connections of one link; more CONNECT_req are
 	// answered "too many connections".
 	MaxConns int
@@ -78,6 +86,10 @@ func (c *Config) setDefaults() {
 		c.Window = DefaultWindow
 	}
 	c.Window = min(c.Window, 1<<30)
+	if c.MaxWindow <= 0 {
+		c.MaxWindow = DefaultMaxWindow
+	}
+	c.MaxWindow = max(c.Window, min(c.MaxWindow, 1<<30))
 	if c.MaxConns <= 0 {
 		c.MaxConns = DefaultMaxConns
 	}

@@ -52,7 +52,8 @@ type Conn struct {
 	rxCnt      uint64 // bytes received in DATA_ind
 	fwdCnt     uint64 // bytes handed to the application
 	sentFwd    uint64 // fwdCnt last announced in a CREDIT
-	window     uint32 // our buffer, announced as buf_alloc
+	window     uint32 // our buffer, announced as buf_alloc; grows up to maxWindow
+	maxWindow  uint32
 	waiter     []byte // buffer of a blocked Read, for direct handoff
 	waitN      int    // bytes handed off into waiter
 	handoff    bool   // the link reader is filling waiter right now
@@ -95,20 +96,21 @@ var (
 
 func newConn(m *Manager, l *link, wid uint32, local, remote Addr, outgoing bool) *Conn {
 	c := &Conn{
-		m:        m,
-		l:        l,
-		id:       m.nextConnID.Add(1),
-		wid:      wid,
-		local:    local,
-		remote:   remote,
-		outgoing: outgoing,
-		rser:     make(chan struct{}, 1),
-		wser:     make(chan struct{}, 1),
-		rdl:      deadline.New(),
-		wdl:      deadline.New(),
-		rsig:     make(chan struct{}, 1),
-		wsig:     make(chan struct{}, 1),
-		window:   uint32(m.cfg.Window),
+		m:         m,
+		l:         l,
+		id:        m.nextConnID.Add(1),
+		wid:       wid,
+		local:     local,
+		remote:    remote,
+		outgoing:  outgoing,
+		rser:      make(chan struct{}, 1),
+		wser:      make(chan struct{}, 1),
+		rdl:       deadline.New(),
+		wdl:       deadline.New(),
+		rsig:      make(chan struct{}, 1),
+		wsig:      make(chan struct{}, 1),
+		window:    uint32(m.cfg.Window),
+		maxWindow: uint32(m.cfg.MaxWindow),
 	}
 	c.log = l.log.WithFields(logrus.Fields{"conn": c.id, "port": remote.Port})
 	if !outgoing {
@@ -301,11 +303,31 @@ func (c *Conn) read(ctx context.Context, p []byte) (int, error) {
 // consumedLocked accounts n bytes handed to the application and reports
 // whether a CREDIT should go out.
 func (c *Conn) consumedLocked(n int) bool {
+	half := uint64(c.window / 2)
+	crossed := c.fwdCnt-c.sentFwd < half
 	c.fwdCnt += uint64(n)
-	if c.resetErr != nil || c.rEOF || c.closed {
+	if c.resetErr != nil || c.rEOF || c.closed || c.fwdCnt-c.sentFwd < half {
 		return false
 	}
-	return c.fwdCnt-c.sentFwd >= uint64(c.window/2)
+	if crossed {
+		c.tuneWindowLocked()
+	}
+	return true
+}
+
+// tuneWindowLocked doubles the window, up to maxWindow, when a CREDIT
+// becomes due and the peer has sent at least three quarters of what the last one
+// allowed while no more than a quarter of the window waits in the receive
+// buffer: the application keeps up, so the window is what holds the peer
+// back whenever the CREDIT takes longer to reach it than the rest of its
+// credit lasts. The larger window goes out in that CREDIT. A window never
+// shrinks: the peer may use what it was once granted.
+func (c *Conn) tuneWindowLocked() {
+	w := uint64(c.window)
+	if c.window >= c.maxWindow || c.rxCnt-c.sentFwd < w-w/4 || uint64(c.rw-c.rr) > w/4 {
+		return
+	}
+	c.window = uint32(min(2*w, uint64(c.maxWindow)))
 }
 
 func (c *Conn) afterRead(n int, credit bool) {

@@ -137,6 +137,7 @@ func TestRunCommandLine(t *testing.T) {
 		{[]string{"mount", "--backend", "shm", "--log-level", "loud", "/x"}, ExitUsage, ""},
 		{[]string{"mount", "--backend", "shm", "--ring-size", "4194304", "/x"}, ExitUsage, ""},
 		{[]string{"mount", "--backend", "shm", "--window", "-1", "/x"}, ExitUsage, ""},
+		{[]string{"mount", "--backend", "shm", "--max-window", "-1", "/x"}, ExitUsage, ""},
 		{[]string{"sim", "1", "2"}, ExitUsage, ""},
 		{[]string{"sim", "--dir", "/tmp/x"}, ExitUsage, ""},
 		{[]string{"sim", "--dir", "/tmp/x", "0", "1"}, ExitUsage, ""},

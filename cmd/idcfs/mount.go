@@ -44,6 +44,7 @@ type mountConfig struct {
 	connectTimeout time.Duration
 	ringSize       int
 	window         int
+	maxWindow      int
 	cpuProfile     string
 }
 
@@ -67,7 +68,8 @@ func parseMountFlags(args []string, stderr io.Writer) (*mountConfig, error) {
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 0, "tear a link down after it carried no connection this long (0: the link manager's default)")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 0, "give up setting up a link after this long (0: the link manager's default)")
 	fs.IntVar(&c.ringSize, "ring-size", defaultRingSize, "bytes of each ring of the links this domain serves (0: the link manager's default, 128 KiB)")
-	fs.IntVar(&c.window, "window", defaultWindow, "receive buffer per connection in bytes, the most a connection whose reader stalls can hold (0: the link manager's default, 256 KiB)")
+	fs.IntVar(&c.window, "window", defaultWindow, "receive buffer each connection starts with, in bytes (0: the link manager's default, 256 KiB)")
+	fs.IntVar(&c.maxWindow, "max-window", 0, "the most a connection's receive buffer grows to while its reader keeps up, and so the most a connection whose reader stops can hold (0: the link manager's default, 4 MiB; never below --window)")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the daemon's whole run to this file")
 	lvl := logLevelFlag(fs)
 	pos, err := parseInterspersed(fs, args)
@@ -98,8 +100,8 @@ func parseMountFlags(args []string, stderr io.Writer) (*mountConfig, error) {
 	if c.idleTimeout < 0 || c.connectTimeout < 0 {
 		return nil, usageErrorf("mount: timeouts must not be negative")
 	}
-	if c.ringSize < 0 || c.ringSize > vchan.MaxRingSize || c.window < 0 {
-		return nil, usageErrorf("mount: --ring-size must be 0..%d and --window not negative", vchan.MaxRingSize)
+	if c.ringSize < 0 || c.ringSize > vchan.MaxRingSize || c.window < 0 || c.maxWindow < 0 {
+		return nil, usageErrorf("mount: --ring-size must be 0..%d, --window and --max-window not negative", vchan.MaxRingSize)
 	}
 	return c, nil
 }
@@ -175,6 +177,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ConnectTimeout: c.connectTimeout,
 		RingSize:       c.ringSize,
 		Window:         c.window,
+		MaxWindow:      c.maxWindow,
 	})
 	if err != nil {
 		return fmt.Errorf("link manager: %w", err)

@@ -40,6 +40,7 @@ type simConfig struct {
 	readyTimeout time.Duration
 	ringSize     int
 	window       int
+	maxWindow    int
 	cpuProfile   bool
 	// logLevelGiven: --log-level was on the command line; the domains
 	// get it too (otherwise their own default applies).
@@ -54,6 +55,7 @@ func parseSimFlags(args []string, stderr io.Writer) (*simConfig, error) {
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 0, "passed to each domain's 'idcfs mount'")
 	fs.IntVar(&c.ringSize, "ring-size", 0, "passed to each domain's 'idcfs mount'")
 	fs.IntVar(&c.window, "window", 0, "passed to each domain's 'idcfs mount'")
+	fs.IntVar(&c.maxWindow, "max-window", 0, "passed to each domain's 'idcfs mount'")
 	fs.BoolVar(&c.cpuProfile, "cpu-profile", false, "each domain writes a Go CPU profile to DIR/dom<N>.cpu.pprof (kept, like the logs)")
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", 30*time.Second, "give up if a domain's mount does not answer within this time")
 	lvl := logLevelFlag(fs)
@@ -302,6 +304,9 @@ func (h *simHost) startDomain(id vchan.DomID) error {
 	}
 	if h.cfg.window > 0 {
 		args = append(args, "--window", strconv.Itoa(h.cfg.window))
+	}
+	if h.cfg.maxWindow > 0 {
+		args = append(args, "--max-window", strconv.Itoa(h.cfg.maxWindow))
 	}
 	if h.cfg.cpuProfile {
 		args = append(args, "--cpu-profile", filepath.Join(h.cfg.dir, name+".cpu.pprof"))
