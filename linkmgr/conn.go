@@ -384,6 +384,9 @@ func (c *Conn) write(ctx context.Context, p []byte) (int, error) {
 	}
 	l.scheduleLocked(c)
 	l.mu.Unlock()
+	// The rest waits for credit (or for the writer): the CREDIT comes over
+	// the ring, so the link reader must not stay parked.
+	l.unpark()
 	var stop error
 	for {
 		if stop == nil {

@@ -99,6 +99,18 @@ type link struct {
 	// after frameStall (link reader only).
 	stallT *time.Timer
 
+	// Parking (see readRing): wactive counts the goroutines putting frames
+	// on the ring; while it is not zero the link reader waits on rpark
+	// (rparked set) instead of the event channel. unparkT sends it back
+	// to the event channel once writing has stopped for unparkDelay;
+	// parkT (reader only) bounds each parked wait.
+	wactive atomic.Int32
+	rparked atomic.Bool
+	rpark   chan struct{}
+	unparkT *time.Timer
+	parkT   *time.Timer
+	parks   atomic.Uint64 // parked waits, for tests
+
 	framesIn, framesOut, bytesIn, bytesOut atomic.Uint64
 }
 
@@ -119,7 +131,14 @@ func newLink(m *Manager, peer vchan.DomID, role string) *link {
 		pendSem:  make(chan struct{}, m.cfg.MaxPending),
 		conns:    make(map[uint32]*Conn),
 		wwake:    make(chan struct{}, 1),
+		rpark:    make(chan struct{}, 1),
 	}
+	l.unparkT = time.AfterFunc(time.Hour, func() {
+		if l.wactive.Load() == 0 {
+			signal(l.rpark)
+		}
+	})
+	l.unparkT.Stop()
 	if l.server {
 		l.nextWID = 1
 	} else {
@@ -470,6 +489,7 @@ func (l *link) writeBatchLocked(b *wbatch, own *Conn) error {
 	} else if len(b.buf) > 0 {
 		_, err = l.ep.WriteBuffers(l.ctx, b.buf)
 	}
+	l.wroteFrame()
 	l.framesOut.Add(uint64(frames))
 	l.mu.Lock()
 	if c == nil {
@@ -515,7 +535,9 @@ func (l *link) writer() {
 			return
 		}
 		l.writing = true
+		l.beginWrites()
 		err := l.writeBatchLocked(&b, nil)
+		l.endWrites()
 		l.writing = false
 		l.mu.Unlock()
 		if err != nil {
@@ -534,10 +556,12 @@ func (l *link) writeFastLocked(c *Conn) error {
 		return nil
 	}
 	l.writing = true
+	l.beginWrites()
 	var err error
 	for err == nil && c.woff < len(c.wpend) && c.wfail == nil && c.creditLocked() > 0 && len(l.dataq) == 0 {
 		err = l.writeBatchLocked(&c.wb, c)
 	}
+	l.endWrites()
 	l.writing = false
 	if l.workLocked() {
 		signal(l.wwake)
@@ -587,6 +611,19 @@ func (fr *frameReader) fill(n int) error {
 // readRing reads from the ring for the link reader. A Read whose wakeup was
 // deferred (pendWake) is woken before the reader would block, so deferring
 // never delays data.
+//
+// While frames are being written (wactive), the reader parks instead of
+// waiting on the event channel. An Endpoint has one event channel for both
+// directions, and one goroutine waits on it at a time: a reader waiting
+// there during a transfer receives every event meant for the blocked
+// writer (the peer made room) and has to pass each one on, a goroutine
+// hand-off (often a thread wake-up) per event on the data path. Parked,
+// it asks the peer for no events and leaves them to the writer; the
+// writers wake it when, after a frame, the ring holds something for it
+// (wroteFrame), a Write that must wait for credit wakes it at once (the
+// CREDIT comes over the ring), writing that stops for unparkDelay sends it
+// back to the event channel, and it looks at the ring every parkPoll
+// regardless.
 func (l *link) readRing(ctx context.Context, p []byte) (int, error) {
 	if l.pendWake != nil {
 		n, err := l.ep.ReadContext(l.nbctx, p)
@@ -595,7 +632,81 @@ func (l *link) readRing(ctx context.Context, p []byte) (int, error) {
 		}
 		l.flushWake()
 	}
+	for l.wactive.Load() > 0 {
+		if n, err := l.parkedRead(ctx, p); n > 0 || err != nil {
+			return n, err
+		}
+	}
 	return l.ep.ReadContext(ctx, p)
+}
+
+// Parking delays (see readRing).
+const (
+	parkPoll    = time.Millisecond
+	unparkDelay = 50 * time.Microsecond
+)
+
+// parkedRead waits parked (see readRing) and then reads what the ring
+// holds without blocking: (0, nil) when there is nothing yet.
+func (l *link) parkedRead(ctx context.Context, p []byte) (int, error) {
+	l.rparked.Store(true)
+	defer l.rparked.Store(false)
+	// Look after publishing rparked: a writer that finished a frame before
+	// did not look for us.
+	if n, err := l.nbRead(ctx, p); n > 0 || err != nil {
+		return n, err
+	}
+	if l.parkT == nil {
+		l.parkT = time.NewTimer(parkPoll)
+	} else {
+		l.parkT.Reset(parkPoll)
+	}
+	l.parks.Add(1)
+	select {
+	case <-l.rpark:
+	case <-l.parkT.C:
+	case <-ctx.Done():
+	case <-l.ep.Done():
+	}
+	l.parkT.Stop()
+	return l.nbRead(ctx, p)
+}
+
+// nbRead reads what the ring holds without blocking: (0, nil) when it
+// holds nothing and ctx is not done.
+func (l *link) nbRead(ctx context.Context, p []byte) (int, error) {
+	n, err := l.ep.ReadContext(l.nbctx, p)
+	if n == 0 && errors.Is(err, context.Canceled) {
+		err = ctx.Err()
+	}
+	return n, err
+}
+
+// beginWrites and endWrites bracket a goroutine's run of frame writes.
+func (l *link) beginWrites() {
+	if l.wactive.Add(1) == 1 {
+		l.unparkT.Stop()
+	}
+}
+
+func (l *link) endWrites() {
+	if l.wactive.Add(-1) == 0 && l.rparked.Load() {
+		l.unparkT.Reset(unparkDelay)
+	}
+}
+
+// wroteFrame wakes the parked reader if the ring holds something for it.
+func (l *link) wroteFrame() {
+	if l.rparked.Load() && l.ep.Readable() {
+		signal(l.rpark)
+	}
+}
+
+// unpark wakes the parked reader (a Write is about to wait for credit).
+func (l *link) unpark() {
+	if l.rparked.Load() {
+		signal(l.rpark)
+	}
 }
 
 // flushWake wakes the Read whose wakeup was deferred.

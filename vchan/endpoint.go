@@ -536,6 +536,12 @@ func (e *Endpoint) sendIfRequested(bit uint8) bool {
 	return false
 }
 
+// Readable reports whether the read ring holds bytes not read yet. It takes
+// no lock and waits for nothing: a goroutine other than the reader may ask.
+func (e *Endpoint) Readable() bool {
+	return atomic.LoadUint32(e.rdProd) != atomic.LoadUint32(e.rdCons)
+}
+
 // request asks the peer for an event (the atomic OR is a full barrier, so
 // the caller's re-check of the indices that follows is ordered after it).
 func (e *Endpoint) request(bit uint8) {
