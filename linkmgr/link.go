@@ -85,6 +85,7 @@ type link struct {
 	peerMaxFrame uint32
 	writing      bool   // a goroutine is writing frames to the ring
 	cb           wbatch // scratch of sendCtrlNowLocked (used while writing)
+	ringSize     int    // write ring bytes (set by start)
 	cut          int    // leading bytes of ctrl ending a frame the ring holds only part of
 	idle         *time.Timer
 
@@ -99,17 +100,19 @@ type link struct {
 	// after frameStall (link reader only).
 	stallT *time.Timer
 
-	// Parking (see readRing): wactive counts the goroutines putting frames
-	// on the ring; while it is not zero the link reader waits on rpark
-	// (rparked set) instead of the event channel. unparkT sends it back
-	// to the event channel once writing has stopped for unparkDelay;
-	// parkT (reader only) bounds each parked wait.
-	wactive atomic.Int32
-	rparked atomic.Bool
-	rpark   chan struct{}
-	unparkT *time.Timer
-	parkT   *time.Timer
-	parks   atomic.Uint64 // parked waits, for tests
+	// Parking (see readRing): streaming is set when a frame of a quarter
+	// ring or more goes out, and cleared by unparkT once writing has
+	// stopped (wactive, the goroutines putting frames on the ring, is
+	// zero) for unparkDelay. While it is set the link reader waits on
+	// rpark (rparked set) instead of the event channel. parkT (reader
+	// only) bounds each parked wait.
+	wactive   atomic.Int32
+	streaming atomic.Bool
+	rparked   atomic.Bool
+	rpark     chan struct{}
+	unparkT   *time.Timer
+	parkT     *time.Timer
+	parks     atomic.Uint64 // parked waits, for tests
 
 	framesIn, framesOut, bytesIn, bytesOut atomic.Uint64
 }
@@ -135,6 +138,7 @@ func newLink(m *Manager, peer vchan.DomID, role string) *link {
 	}
 	l.unparkT = time.AfterFunc(time.Hour, func() {
 		if l.wactive.Load() == 0 {
+			l.streaming.Store(false)
 			signal(l.rpark)
 		}
 	})
@@ -159,6 +163,7 @@ func (l *link) start(ep *vchan.Endpoint) {
 	ep.SetDrainEvent(false)
 	l.mu.Lock()
 	l.ep = ep
+	l.ringSize = ep.Stats().WriteRing
 	l.ctrl = proto.Hello{
 		Version:  proto.Version,
 		Dom:      uint16(l.m.cfg.Self),
@@ -484,6 +489,9 @@ func (l *link) writeBatchLocked(b *wbatch, own *Conn) error {
 	l.mu.Unlock()
 	var err error
 	if payload != nil {
+		if len(payload) >= l.ringSize/4 && !l.streaming.Load() {
+			l.streaming.Store(true)
+		}
 		_, err = l.ep.WriteBuffers(l.ctx, b.buf, b.hdr[:], payload)
 		frames++
 	} else if len(b.buf) > 0 {
@@ -612,18 +620,21 @@ func (fr *frameReader) fill(n int) error {
 // deferred (pendWake) is woken before the reader would block, so deferring
 // never delays data.
 //
-// While frames are being written (wactive), the reader parks instead of
-// waiting on the event channel. An Endpoint has one event channel for both
+// While a stream is being sent (frames of a quarter ring or more, until
+// writing stops for unparkDelay), the reader parks instead of waiting on
+// the event channel. An Endpoint has one event channel for both
 // directions, and one goroutine waits on it at a time: a reader waiting
 // there during a transfer receives every event meant for the blocked
 // writer (the peer made room) and has to pass each one on, a goroutine
 // hand-off (often a thread wake-up) per event on the data path. Parked,
 // it asks the peer for no events and leaves them to the writer; the
 // writers wake it when, after a frame, the ring holds something for it
-// (wroteFrame), a Write that must wait for credit wakes it at once (the
-// CREDIT comes over the ring), writing that stops for unparkDelay sends it
+// (wroteFrame), a Write that must wait for credit sends it back to the
+// event channel at once (the CREDIT comes over the ring), writing that stops for unparkDelay sends it
 // back to the event channel, and it looks at the ring every parkPoll
-// regardless.
+// regardless. Small frames (requests and answers) never park it: parked,
+// it would see an answer that came after the last write only when
+// unparkDelay ran out.
 func (l *link) readRing(ctx context.Context, p []byte) (int, error) {
 	if l.pendWake != nil {
 		n, err := l.ep.ReadContext(l.nbctx, p)
@@ -632,7 +643,7 @@ func (l *link) readRing(ctx context.Context, p []byte) (int, error) {
 		}
 		l.flushWake()
 	}
-	for l.wactive.Load() > 0 {
+	for l.streaming.Load() {
 		if n, err := l.parkedRead(ctx, p); n > 0 || err != nil {
 			return n, err
 		}
@@ -690,7 +701,7 @@ func (l *link) beginWrites() {
 }
 
 func (l *link) endWrites() {
-	if l.wactive.Add(-1) == 0 && l.rparked.Load() {
+	if l.wactive.Add(-1) == 0 && l.streaming.Load() {
 		l.unparkT.Reset(unparkDelay)
 	}
 }
@@ -702,8 +713,13 @@ func (l *link) wroteFrame() {
 	}
 }
 
-// unpark wakes the parked reader (a Write is about to wait for credit).
+// unpark sends the reader back to the event channel: a Write is about to
+// wait for credit, which comes over the ring. The next large frame parks
+// it again.
 func (l *link) unpark() {
+	if l.streaming.Load() {
+		l.streaming.Store(false)
+	}
 	if l.rparked.Load() {
 		signal(l.rpark)
 	}

@@ -127,3 +127,36 @@ func TestParkedReader(t *testing.T) {
 	}
 	t.Logf("%d bytes streamed, %d pings; dom 2's reader parked %d times", n, pings, parks())
 }
+
+// TestSmallWritesDoNotPark: requests and answers (frames under a quarter
+// ring) leave both link readers on the event channel, where an answer that
+// comes after the last write wakes them at once.
+func TestSmallWritesDoNotPark(t *testing.T) {
+	_, c, s := connectedPair(t)
+	go func() {
+		buf := make([]byte, 100)
+		for {
+			if _, err := io.ReadFull(s, buf); err != nil {
+				return
+			}
+			if _, err := s.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	msg := pattern(5, 100)
+	back := make([]byte, len(msg))
+	for i := range 500 {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, back); err != nil || !bytes.Equal(back, msg) {
+			t.Fatalf("round trip %d: %v", i, err)
+		}
+	}
+	for _, l := range []*link{c.l, s.l} {
+		if n := l.parks.Load(); n != 0 {
+			t.Fatalf("a link reader parked %d times", n)
+		}
+	}
+}
