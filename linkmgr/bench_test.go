@@ -39,9 +39,10 @@ const (
 	benchRead  = 256 << 10
 )
 
-// rawThroughput moves total bytes over a bare vchan (same backend, same
-// ring size as a link) in benchWrite writes and returns bytes per second.
-func rawThroughput(b *testing.B, be1, be2 vchan.Backend, total int) float64 {
+// rawMove moves total bytes over a fresh bare vchan (same backend, same
+// ring size as a link) in benchWrite writes and benchRead reads, and
+// returns how long that took.
+func rawMove(b *testing.B, be1, be2 vchan.Backend, total int) time.Duration {
 	srv, cli := rawPair(b, be1, be2)
 	defer srv.Close()
 	defer cli.Close()
@@ -62,7 +63,7 @@ func rawThroughput(b *testing.B, be1, be2 vchan.Backend, total int) float64 {
 		}
 		got += n
 	}
-	return float64(total) / time.Since(start).Seconds()
+	return time.Since(start)
 }
 
 // rawPair connects a bare vchan between dom 1 (server, on be1) and dom 2
@@ -171,37 +172,47 @@ func BenchmarkThroughput(b *testing.B) {
 				}
 				st := openStreams(b, m2, ln, 1, conns)
 				st.move(b, 1<<20) // warm up
-				// Load from elsewhere on the machine changes between
-				// iterations more than within one, which each iteration's
-				// ratio shares; the best of each kind is the other view:
-				// load only ever makes a run slower.
-				var rawBest, linkBest time.Duration
-				var ratios []float64
-				b.SetBytes(total)
-				b.ResetTimer()
-				for b.Loop() {
-					b.StopTimer()
-					raw := time.Duration(float64(time.Second) * float64(total) / rawThroughput(b, be1, be2, total))
-					b.StartTimer()
+				compareThroughput(b, total, func() time.Duration {
+					return rawMove(b, be1, be2, total)
+				}, func() time.Duration {
 					start := time.Now()
 					st.move(b, total)
-					d := time.Since(start)
-					ratios = append(ratios, float64(raw)/float64(d))
-					if rawBest == 0 || raw < rawBest {
-						rawBest = raw
-					}
-					if linkBest == 0 || d < linkBest {
-						linkBest = d
-					}
-				}
-				sort.Float64s(ratios)
-				b.ReportMetric(ratios[len(ratios)/2], "x-raw")
-				b.ReportMetric(float64(rawBest)/float64(linkBest), "x-raw-best")
-				b.ReportMetric(float64(total)/rawBest.Seconds()/1e6, "raw-MB/s")
-				b.ReportMetric(float64(total)/linkBest.Seconds()/1e6, "best-MB/s")
+					return time.Since(start)
+				})
 			})
 		}
 	}
+}
+
+// compareThroughput runs the benchmark loop of the throughput benchmarks:
+// each iteration moves total bytes through the bare vchan (raw, untimed)
+// and then through the link (link, timed), and reports x-raw (the median
+// of the per-iteration ratios: each shares the load of its moment),
+// x-raw-best (the best of each kind: load only ever makes a run slower) and
+// both best throughputs.
+func compareThroughput(b *testing.B, total int, raw, link func() time.Duration) {
+	var rawBest, linkBest time.Duration
+	var ratios []float64
+	b.SetBytes(int64(total))
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		r := raw()
+		b.StartTimer()
+		l := link()
+		ratios = append(ratios, float64(r)/float64(l))
+		if rawBest == 0 || r < rawBest {
+			rawBest = r
+		}
+		if linkBest == 0 || l < linkBest {
+			linkBest = l
+		}
+	}
+	sort.Float64s(ratios)
+	b.ReportMetric(ratios[len(ratios)/2], "x-raw")
+	b.ReportMetric(float64(rawBest)/float64(linkBest), "x-raw-best")
+	b.ReportMetric(float64(total)/rawBest.Seconds()/1e6, "raw-MB/s")
+	b.ReportMetric(float64(total)/linkBest.Seconds()/1e6, "best-MB/s")
 }
 
 // BenchmarkConnect measures opening a connection (Dial, Accept, then Close

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -302,28 +301,7 @@ func BenchmarkCrossProcessThroughput(b *testing.B) {
 			}
 			moveRaw(1 << 20) // warm up
 			moveLink(1 << 20)
-			var ratios []float64
-			var rawBest, linkBest time.Duration
-			b.SetBytes(total)
-			b.ResetTimer()
-			for b.Loop() {
-				b.StopTimer()
-				r := moveRaw(total)
-				b.StartTimer()
-				l := moveLink(total)
-				ratios = append(ratios, float64(r)/float64(l))
-				if rawBest == 0 || r < rawBest {
-					rawBest = r
-				}
-				if linkBest == 0 || l < linkBest {
-					linkBest = l
-				}
-			}
-			sort.Float64s(ratios)
-			b.ReportMetric(ratios[len(ratios)/2], "x-raw")
-			b.ReportMetric(float64(rawBest)/float64(linkBest), "x-raw-best")
-			b.ReportMetric(float64(total)/rawBest.Seconds()/1e6, "raw-MB/s")
-			b.ReportMetric(float64(total)/linkBest.Seconds()/1e6, "best-MB/s")
+			compareThroughput(b, total, func() time.Duration { return moveRaw(total) }, func() time.Duration { return moveLink(total) })
 		})
 	}
 }
