@@ -39,9 +39,15 @@ xt_base_mounts() {
     mount -t tmpfs tmpfs /tmp
 }
 
-# xt_make_data MIB: /tmp/xt-data, MIB MiB of random bytes.
+# xt_make_data MIB: /tmp/xt-data, MIB MiB of random bytes, and
+# /tmp/xt-small, its first XT_SMALL_MB (at most MIB) MiB for transfers over
+# libxenvchan's 1 and 2 KiB default rings, which cost an event round trip
+# per KiB.
+XT_SMALL_MB=4
 xt_make_data() {
     dd if=/dev/urandom of=/tmp/xt-data bs=1048576 count="$1" 2>/dev/null
+    [ "$1" -lt "$XT_SMALL_MB" ] && XT_SMALL_MB=$1
+    dd if=/tmp/xt-data of=/tmp/xt-small bs=1048576 count="$XT_SMALL_MB" 2>/dev/null
 }
 
 # xt_sha FILE: the sha256 of FILE, hex only.

@@ -70,16 +70,17 @@ xt_show() { sed "s/^/$1 | /" "$2"; }
 # closed" line.
 xt_rate() { sed -n "s/.*vchan closed.* ${2}_MiBps=\([0-9.]*\).*/\1/p" "$1" | tail -n 1; }
 
-# xt_transfer NAME RX_DOM RX_CMD TX_DOM TX_CMD [DATA]: move /tmp/xt-data
-# (or DATA, a file in dom0, when dom0 sends) from the sender to the
-# receiver and compare sha256. A domain of 0 runs locally, others through
-# their agent. The receiver starts first. The receiver's command writes the
-# received bytes to /tmp/xt-rx; both log to stderr.
+# xt_transfer NAME RX_DOM RX_CMD TX_DOM TX_CMD [small]: move /tmp/xt-data
+# (with "small", /tmp/xt-small: TX_CMD must send that) from the sender to
+# the receiver and compare sha256. A domain of 0 runs locally, others
+# through their agent. The receiver starts first. The receiver's command
+# writes the received bytes to /tmp/xt-rx; both log to stderr.
 xt_transfer() {
     _name=$1 _rxd=$2 _rxc=$3 _txd=$4 _txc=$5
-    _want=$(xt_sha "${6:-/tmp/xt-data}") _mib=$MB
-    [ -n "${6:-}" ] && _mib=$(($(wc -c <"$6") / 1048576))
-    [ "$_txd" != 0 ] && _want=$(xenstore-read "/local/domain/$_txd/data/xt/sha")
+    _data=/tmp/xt-data _key=sha _mib=$MB
+    [ "${6:-}" = small ] && _data=/tmp/xt-small _key=sha-small _mib=$XT_SMALL_MB
+    _want=$(xt_sha "$_data")
+    [ "$_txd" != 0 ] && _want=$(xenstore-read "/local/domain/$_txd/data/xt/$_key")
     rm -f /tmp/xt-rx /tmp/xt-rx.log /tmp/xt-tx.log
     _t0=$(xt_uptime)
     if [ "$_rxd" = 0 ]; then
@@ -162,12 +163,11 @@ scenario_a() {
         "$D2" "timeout -s QUIT 100 idcfs vchan connect --log-level debug --domid $D1 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
         "$D1" "idcfs vchan listen --domid $D2 $ring --linger 0 --timeout 120s </tmp/xt-data >/dev/null"
     # 1 and 2 KiB rings (dom0 serves with libxenvchan's defaults): an event
-    # round trip per KiB, so 4 MiB. 16 MiB took 99-102 s on the emulated
+    # round trip per KiB, so xt-small. 16 MiB took 99-102 s on the emulated
     # host, and once under load ran out of 280 s with 96% across.
-    dd if=/tmp/xt-data of=/tmp/xt-small bs=1048576 count=4 2>/dev/null
     xt_transfer a-vchan-dom0-to-domu2-default-rings \
         "$D2" "timeout -s QUIT 280 idcfs vchan connect --log-level debug --domid 0 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
-        0 "idcfs vchan listen --domid $D2 --linger 0 --timeout 120s </tmp/xt-small >/dev/null" /tmp/xt-small
+        0 "idcfs vchan listen --domid $D2 --linger 0 --timeout 120s </tmp/xt-small >/dev/null" small
 }
 
 # --- (b) interop with C libxenvchan (vchan-socket-proxy) ---------------------
@@ -186,16 +186,16 @@ scenario_b() {
     p=/local/domain/$D1/data/xt-vsp
     xt_transfer b-c-server-to-idcfs-client \
         0 "idcfs vchan connect --log-level debug --domid $D1 --path $p/1 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
-        "$D1" "vchan-socket-proxy -m server 0 $p/1 - </tmp/xt-data >/dev/null"
+        "$D1" "vchan-socket-proxy -m server 0 $p/1 - </tmp/xt-small >/dev/null" small
     xt_transfer b-idcfs-client-to-c-server \
         "$D1" "vchan-socket-proxy -m server 0 $p/2 - 0<>/tmp/xt-fifo >/tmp/xt-rx" \
-        0 "idcfs vchan connect --log-level debug --domid $D1 --path $p/2 --timeout 120s </tmp/xt-data >/dev/null"
+        0 "idcfs vchan connect --log-level debug --domid $D1 --path $p/2 --timeout 120s </tmp/xt-small >/dev/null" small
     xt_transfer b-idcfs-server-to-c-client \
         0 "xt_wait_key $p/3/ring-ref 120; vchan-socket-proxy -m client $D1 $p/3 - 0<>/tmp/xt-fifo >/tmp/xt-rx" \
-        "$D1" "idcfs vchan listen --log-level debug --domid 0 --path $p/3 --timeout 120s </tmp/xt-data >/dev/null"
+        "$D1" "idcfs vchan listen --log-level debug --domid 0 --path $p/3 --timeout 120s </tmp/xt-small >/dev/null" small
     xt_transfer b-c-client-to-idcfs-server \
         "$D1" "idcfs vchan listen --log-level debug --domid 0 --path $p/4 --keep-open --timeout 120s </dev/null >/tmp/xt-rx" \
-        0 "xt_wait_key $p/4/ring-ref 120; vchan-socket-proxy -m client $D1 $p/4 - </tmp/xt-data >/dev/null"
+        0 "xt_wait_key $p/4/ring-ref 120; vchan-socket-proxy -m client $D1 $p/4 - </tmp/xt-small >/dev/null" small
 }
 
 # --- (c) the Xenstore client suite against the real xenstored -----------------
