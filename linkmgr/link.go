@@ -627,13 +627,13 @@ func (fr *frameReader) fill(n int) error {
 // there during a transfer receives every event meant for the blocked
 // writer (the peer made room) and has to pass each one on, a goroutine
 // hand-off (often a thread wake-up) per event on the data path. Parked,
-// it asks the peer for no events and leaves them to the writer; the
+// it asks the peer for no events and leaves them to the writer. The
 // writers wake it when, after a frame, the ring holds something for it
-// (wroteFrame), a Write that must wait for credit sends it back to the
-// event channel at once (the CREDIT comes over the ring), writing that stops for unparkDelay sends it
-// back to the event channel, and it looks at the ring every parkPoll
-// regardless. Small frames (requests and answers) never park it: parked,
-// it would see an answer that came after the last write only when
+// (wroteFrame); a Write that must wait for credit sends it back to the
+// event channel at once (the CREDIT comes over the ring), and so does
+// writing that stops for unparkDelay; and it looks at the ring every
+// parkPoll regardless. Small frames (requests and answers) never park it:
+// parked, it would see an answer that came after the last write only when
 // unparkDelay ran out.
 func (l *link) readRing(ctx context.Context, p []byte) (int, error) {
 	if l.pendWake != nil {
